@@ -1,0 +1,126 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/switchboard-rt/switchboard/pkg/server"
+)
+
+// option is one setting with its flag and environment variable.
+type option struct {
+	flag, env, def, usage string
+}
+
+var options = []option{
+	{"http-addr", "SWITCHBOARD_HTTP_ADDR", ":8080", "HTTP listener: /ws, /healthz, /readyz, /metrics"},
+	{"grpc-addr", "SWITCHBOARD_GRPC_ADDR", "", "gRPC listener (default :9090 with a token, 127.0.0.1:9090 without)"},
+	{"api-token", "SWITCHBOARD_API_TOKEN", "", "bearer token every gRPC caller must present (health and reflection excepted)"},
+	{"insecure", "SWITCHBOARD_INSECURE", "false", "allow a non-loopback gRPC address without a token"},
+	{"allowed-origins", "SWITCHBOARD_ALLOWED_ORIGINS", "", "comma list of browser origins allowed besides the same host; * allows any"},
+	{"keepalive", "SWITCHBOARD_KEEPALIVE", "20s", "longest a browser whose network vanished keeps counting"},
+	{"count-interval", "SWITCHBOARD_COUNT_INTERVAL", "100ms", "shortest time between two count frames to browsers"},
+	{"shutdown-timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", "10s", "deadline for a graceful shutdown"},
+	{"max-data-bytes", "SWITCHBOARD_MAX_DATA_BYTES", "65536", "largest message data, as JSON"},
+	{"log-format", "SWITCHBOARD_LOG_FORMAT", "text", "log format: text or json"},
+	{"log-level", "SWITCHBOARD_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
+}
+
+// parseConfig reads flags over environment variables over defaults.
+func parseConfig(args []string, getenv func(string) string, stderr *os.File) (server.Config, *slog.Logger, error) {
+	fs := flag.NewFlagSet("switchboard", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: switchboard [flags]\n\nEvery flag can also be set by its environment variable; flags win.\n\n")
+		for _, o := range options {
+			fmt.Fprintf(stderr, "  --%s (%s, default %q)\n      %s\n", o.flag, o.env, o.def, o.usage)
+		}
+	}
+	vals := make(map[string]*string, len(options))
+	for _, o := range options {
+		v := o.def
+		if e, ok := lookup(getenv, o.env); ok {
+			v = e
+		}
+		vals[o.flag] = fs.String(o.flag, v, o.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return server.Config{}, nil, err
+	}
+	if fs.NArg() > 0 {
+		return server.Config{}, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	get := func(name string) string { return strings.TrimSpace(*vals[name]) }
+
+	logger, err := newLogger(stderr, get("log-format"), get("log-level"))
+	if err != nil {
+		return server.Config{}, nil, err
+	}
+	cfg := server.Config{
+		HTTPAddr: get("http-addr"),
+		GRPCAddr: get("grpc-addr"),
+		APIToken: get("api-token"),
+		Logger:   logger,
+	}
+	var errs []error
+	parse := func(name string, fn func(string) error) {
+		if err := fn(get(name)); err != nil {
+			o := optionByFlag(name)
+			errs = append(errs, fmt.Errorf("invalid --%s / %s %q: %w", o.flag, o.env, get(name), err))
+		}
+	}
+	parse("insecure", func(s string) (err error) { cfg.Insecure, err = strconv.ParseBool(s); return })
+	parse("keepalive", positiveDuration(&cfg.KeepAlive))
+	parse("count-interval", positiveDuration(&cfg.Hub.CountInterval))
+	parse("shutdown-timeout", positiveDuration(&cfg.ShutdownTimeout))
+	parse("max-data-bytes", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err == nil && n <= 0 {
+			err = fmt.Errorf("must be positive")
+		}
+		cfg.MaxDataBytes = n
+		return err
+	})
+	if o := get("allowed-origins"); o != "" {
+		for _, p := range strings.Split(o, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				cfg.AllowedOrigins = append(cfg.AllowedOrigins, p)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return server.Config{}, nil, errs[0]
+	}
+	return cfg, logger, nil
+}
+
+// lookup returns the environment variable name, ignoring it when empty.
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func optionByFlag(name string) option {
+	for _, o := range options {
+		if o.flag == name {
+			return o
+		}
+	}
+	panic("unknown option " + name)
+}
+
+func positiveDuration(dst *time.Duration) func(string) error {
+	return func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err == nil && d <= 0 {
+			err = fmt.Errorf("must be positive")
+		}
+		*dst = d
+		return err
+	}
+}

@@ -1,0 +1,120 @@
+package frame
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxChannelLen is the longest channel name, in bytes, that browsers and
+// web servers may use.
+const MaxChannelLen = 128
+
+// Op is the action an inbound frame asks for.
+type Op uint8
+
+// The inbound operations.
+const (
+	OpSubscribe Op = iota + 1
+	OpUnsubscribe
+)
+
+// String returns the op's wire name.
+func (o Op) String() string {
+	switch o {
+	case OpSubscribe:
+		return "subscribe"
+	case OpUnsubscribe:
+		return "unsubscribe"
+	}
+	return fmt.Sprintf("Op(%d)", uint8(o))
+}
+
+// Inbound is a decoded browser frame.
+type Inbound struct {
+	Op      Op
+	Channel string
+}
+
+// ErrInvalid is wrapped by every error Decode returns: the frame breaks the
+// protocol and the connection that sent it should be closed.
+var ErrInvalid = errors.New("invalid frame")
+
+type inbound struct {
+	Type    *string `json:"type"`
+	Channel *string `json:"channel"`
+}
+
+// Decode parses one text frame sent by a browser. It accepts exactly the
+// objects {"type":"subscribe"|"unsubscribe","channel":"name"}; anything else
+// yields an error wrapping ErrInvalid whose text is safe to send back as a
+// close reason.
+func Decode(p []byte) (Inbound, error) {
+	if !utf8.Valid(p) {
+		return Inbound{}, invalid("frame is not valid UTF-8")
+	}
+	var in inbound
+	dec := json.NewDecoder(bytes.NewReader(p))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return Inbound{}, invalid("frame is not a JSON object with known fields")
+	}
+	if dec.More() {
+		return Inbound{}, invalid("frame holds more than one JSON value")
+	}
+	if in.Type == nil {
+		return Inbound{}, invalid(`frame has no "type"`)
+	}
+	var op Op
+	switch *in.Type {
+	case "subscribe":
+		op = OpSubscribe
+	case "unsubscribe":
+		op = OpUnsubscribe
+	default:
+		return Inbound{}, invalid("unknown frame type")
+	}
+	if in.Channel == nil {
+		return Inbound{}, invalid(`frame has no "channel"`)
+	}
+	if err := ValidateChannel(*in.Channel); err != nil {
+		return Inbound{}, err
+	}
+	return Inbound{Op: op, Channel: *in.Channel}, nil
+}
+
+// ValidateChannel reports whether name can be subscribed to: 1 to
+// MaxChannelLen bytes of UTF-8 with no control or space characters.
+func ValidateChannel(name string) error {
+	if name == "" {
+		return invalid("channel name is empty")
+	}
+	if len(name) > MaxChannelLen {
+		return invalid("channel name is too long")
+	}
+	return ValidateName(name)
+}
+
+// ValidateName reports whether name is valid UTF-8 with no control or space
+// characters, as channel and event names must be.
+func ValidateName(name string) error {
+	if !utf8.ValidString(name) {
+		return invalid("name is not valid UTF-8")
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			return invalid("name has a control or space character")
+		}
+	}
+	return nil
+}
+
+type invalidError string
+
+func (e invalidError) Error() string { return string(e) }
+func (e invalidError) Unwrap() error { return ErrInvalid }
+
+func invalid(reason string) error { return invalidError(reason) }

@@ -1,0 +1,46 @@
+package hub
+
+import "context"
+
+// Message is one emitted event.
+type Message struct {
+	// ID is unique per message; Emit assigns it.
+	ID string
+	// Event is the name browsers listen for.
+	Event string
+	// Channel selects the subscribers; empty means every connection.
+	Channel string
+	// Data is the payload as valid JSON; empty means null.
+	Data []byte
+}
+
+// Counts is one node's connection counts.
+type Counts struct {
+	// Node identifies the reporting node.
+	Node string
+	// Total is the number of connections open on the node.
+	Total int64
+	// Channels holds the subscriber count of every non-empty channel.
+	Channels map[string]int64
+}
+
+// Broker carries messages and counts between the nodes of a cluster.
+// Implementations must be safe for concurrent use.
+type Broker interface {
+	// Publish hands m to every other node.
+	Publish(ctx context.Context, m Message) error
+	// PublishCounts hands this node's counts to every other node.
+	PublishCounts(ctx context.Context, c Counts) error
+	// Subscribe starts delivering other nodes' messages and counts to h.
+	Subscribe(h BrokerHandler) error
+	// Close stops delivery and releases the broker's resources.
+	Close() error
+}
+
+// BrokerHandler receives what other nodes publish. The Hub implements it.
+type BrokerHandler interface {
+	// HandleMessage delivers m to this node's recipients.
+	HandleMessage(m Message)
+	// HandleCounts records another node's counts.
+	HandleCounts(c Counts)
+}

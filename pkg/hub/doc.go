@@ -1,0 +1,10 @@
+// Package hub is Switchboard's core: the set of browser connections, their
+// channel subscriptions, exact counts, change notifications and fan-out.
+//
+// The hub knows nothing of gRPC or WebSocket. A transport hands it each
+// connection through Register, as a Transport; the hub gives every client a
+// bounded send queue and its own writer goroutine, so a slow or dead browser
+// never delays the others and no lock is held while writing to a socket.
+// Messages and counts from other nodes arrive through a Broker, whose
+// default, Local, is a single node that needs nothing outside the process.
+package hub

@@ -1,0 +1,495 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-rt/switchboard/pkg/frame"
+)
+
+// ErrClosed is returned by Register, Emit and Watch once the hub drains or
+// has closed.
+var ErrClosed = errors.New("hub is closed")
+
+// ErrTooManySubscriptions is returned by Client.Subscribe when the client
+// already holds Config.MaxSubscriptions channels.
+var ErrTooManySubscriptions = errors.New("too many subscriptions")
+
+// Config tunes a Hub. The zero value is ready to use.
+type Config struct {
+	// Broker carries messages and counts to other nodes. Default: Local, a
+	// single node.
+	Broker Broker
+	// Node names this node to its broker. Default: a random id.
+	Node string
+	// Logger receives the hub's logs. Default: slog.Default().
+	Logger *slog.Logger
+	// QueueFrames bounds each client's send queue in frames. A client whose
+	// queue overflows is disconnected as slow. Default: 1024.
+	QueueFrames int
+	// QueueBytes bounds each client's send queue in bytes. Default: 4 MiB.
+	// Together with QueueFrames it caps the memory one stalled browser can
+	// hold.
+	QueueBytes int
+	// WriteTimeout bounds one write to a client; a client that takes longer
+	// is disconnected. Default: 10s.
+	WriteTimeout time.Duration
+	// CountInterval is the shortest time between two count frames sent to
+	// browsers: count changes within it are coalesced into one frame.
+	// Default: 100ms. Larger saves bandwidth during connect storms; smaller
+	// shows changes sooner.
+	CountInterval time.Duration
+	// MaxSubscriptions bounds the channels one client may subscribe to.
+	// Default: 64.
+	MaxSubscriptions int
+}
+
+func (c *Config) setDefaults() {
+	if c.Broker == nil {
+		c.Broker = Local{}
+	}
+	if c.Node == "" {
+		c.Node = randomID()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.QueueFrames <= 0 {
+		c.QueueFrames = 1024
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = 4 << 20
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.CountInterval <= 0 {
+		c.CountInterval = 100 * time.Millisecond
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 64
+	}
+}
+
+const numShards = 32
+
+type clientShard struct {
+	mu      sync.RWMutex
+	clients map[*Client]struct{}
+}
+
+type channelShard struct {
+	mu       sync.RWMutex
+	channels map[string]map[*Client]struct{}
+}
+
+// Hub holds the connections of one node. Create it with New; all methods are
+// safe for concurrent use.
+type Hub struct {
+	cfg    Config
+	log    *slog.Logger
+	broker Broker
+	seed   maphash.Seed
+
+	clients  [numShards]clientShard
+	channels [numShards]channelShard
+	local    atomic.Int64 // open connections on this node
+	nextID   atomic.Uint64
+	idPrefix string
+
+	emitMu sync.Mutex // orders deliveries: every client sees messages in one order
+
+	remoteMu sync.RWMutex
+	remote   map[string]Counts // other nodes' counts, by node
+
+	watchMu  sync.Mutex
+	watchers map[string]map[*watcher]struct{} // by channel; "" is everyone
+
+	countDirty chan struct{} // a count changed since the last count frame
+	draining   atomic.Bool
+	done       chan struct{} // closed by Close
+	closeOnce  sync.Once
+	loops      sync.WaitGroup
+	writers    sync.WaitGroup
+
+	stats Stats
+}
+
+// New returns a running hub. Call Close to stop it.
+func New(cfg Config) (*Hub, error) {
+	cfg.setDefaults()
+	h := &Hub{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		broker:     cfg.Broker,
+		seed:       maphash.MakeSeed(),
+		idPrefix:   cfg.Node + "-",
+		remote:     make(map[string]Counts),
+		watchers:   make(map[string]map[*watcher]struct{}),
+		countDirty: make(chan struct{}, 1),
+		done:       make(chan struct{}),
+	}
+	for i := range h.clients {
+		h.clients[i].clients = make(map[*Client]struct{})
+		h.channels[i].channels = make(map[string]map[*Client]struct{})
+	}
+	if err := h.broker.Subscribe(h); err != nil {
+		return nil, err
+	}
+	h.loops.Add(1)
+	go h.countLoop()
+	return h, nil
+}
+
+// Draining reports whether the hub has stopped taking clients and emits.
+func (h *Hub) Draining() bool { return h.draining.Load() }
+
+// Node returns the name this node uses with its broker.
+func (h *Hub) Node() string { return h.cfg.Node }
+
+// Emit assigns m an ID, queues it to every recipient on this node and hands
+// it to the broker for the other nodes. It returns the ID and the number of
+// local connections it was queued to. It never blocks on a client.
+func (h *Hub) Emit(ctx context.Context, m Message) (id string, recipients int, err error) {
+	if h.draining.Load() {
+		return "", 0, ErrClosed
+	}
+	m.ID = h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36)
+	recipients = h.deliver(m)
+	h.stats.Emitted.Add(1)
+	if err := h.broker.Publish(ctx, m); err != nil {
+		return m.ID, recipients, err
+	}
+	return m.ID, recipients, nil
+}
+
+// HandleMessage delivers a message published by another node.
+func (h *Hub) HandleMessage(m Message) {
+	if h.draining.Load() {
+		return
+	}
+	h.deliver(m)
+}
+
+// HandleCounts records another node's counts.
+func (h *Hub) HandleCounts(c Counts) {
+	if c.Node == h.cfg.Node {
+		return
+	}
+	h.remoteMu.Lock()
+	prev := h.remote[c.Node]
+	if c.Total == 0 && len(c.Channels) == 0 {
+		delete(h.remote, c.Node)
+	} else {
+		h.remote[c.Node] = c
+	}
+	h.remoteMu.Unlock()
+	h.countChanged("")
+	for ch := range prev.Channels {
+		h.countChanged(ch)
+	}
+	for ch := range c.Channels {
+		if _, ok := prev.Channels[ch]; !ok {
+			h.countChanged(ch)
+		}
+	}
+}
+
+// deliver encodes m once and queues the same bytes to every local
+// recipient.
+func (h *Hub) deliver(m Message) int {
+	buf := frame.AppendMessage(nil, m.ID, m.Event, m.Channel, m.Data)
+	var slow []*Client
+	n := 0
+	h.emitMu.Lock()
+	if m.Channel == "" {
+		for i := range h.clients {
+			s := &h.clients[i]
+			s.mu.RLock()
+			for c := range s.clients {
+				switch c.enqueue(buf) {
+				case queued:
+					n++
+				case overflow:
+					slow = append(slow, c)
+				}
+			}
+			s.mu.RUnlock()
+		}
+	} else {
+		s := h.channelShard(m.Channel)
+		s.mu.RLock()
+		for c := range s.channels[m.Channel] {
+			switch c.enqueue(buf) {
+			case queued:
+				n++
+			case overflow:
+				slow = append(slow, c)
+			}
+		}
+		s.mu.RUnlock()
+	}
+	h.emitMu.Unlock()
+	h.stats.Delivered.Add(int64(n))
+	for _, c := range slow {
+		h.stats.SlowDisconnects.Add(1)
+		c.kick(ReasonSlow)
+	}
+	return n
+}
+
+// Count returns the number of open connections in the cluster, or the
+// number of subscribers of channel when it is not empty.
+func (h *Hub) Count(channel string) int64 {
+	var n int64
+	if channel == "" {
+		n = h.local.Load()
+	} else {
+		s := h.channelShard(channel)
+		s.mu.RLock()
+		n = int64(len(s.channels[channel]))
+		s.mu.RUnlock()
+	}
+	h.remoteMu.RLock()
+	for _, c := range h.remote {
+		if channel == "" {
+			n += c.Total
+		} else {
+			n += c.Channels[channel]
+		}
+	}
+	h.remoteMu.RUnlock()
+	return n
+}
+
+// Watch calls fn with the current count of channel ("" for everyone), then
+// again after every change until ctx ends, fn fails or the hub drains.
+// Changes that arrive while fn runs are coalesced: the next call carries
+// the latest count, so the last value seen after a burst is the true one.
+// It returns fn's error, ctx's error, or ErrClosed.
+func (h *Hub) Watch(ctx context.Context, channel string, fn func(count int64) error) error {
+	w := &watcher{notify: make(chan struct{}, 1)}
+	h.watchMu.Lock()
+	if h.draining.Load() {
+		h.watchMu.Unlock()
+		return ErrClosed
+	}
+	set := h.watchers[channel]
+	if set == nil {
+		set = make(map[*watcher]struct{})
+		h.watchers[channel] = set
+	}
+	set[w] = struct{}{}
+	h.watchMu.Unlock()
+	defer func() {
+		h.watchMu.Lock()
+		delete(h.watchers[channel], w)
+		if len(h.watchers[channel]) == 0 {
+			delete(h.watchers, channel)
+		}
+		h.watchMu.Unlock()
+	}()
+
+	last := int64(-1)
+	for {
+		if n := h.Count(channel); n != last {
+			if err := fn(n); err != nil {
+				return err
+			}
+			last = n
+		}
+		select {
+		case <-w.notify:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.done:
+			return ErrClosed
+		}
+	}
+}
+
+type watcher struct {
+	notify chan struct{}
+}
+
+// countChanged wakes the watchers of channel and, for a change of the
+// global count, the loop that sends count frames to browsers.
+func (h *Hub) countChanged(channel string) {
+	h.watchMu.Lock()
+	for w := range h.watchers[channel] {
+		select {
+		case w.notify <- struct{}{}:
+		default:
+		}
+	}
+	h.watchMu.Unlock()
+	if channel == "" {
+		select {
+		case h.countDirty <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// countLoop sends the global count to every browser and the local counts
+// to the broker, at most once per CountInterval.
+func (h *Hub) countLoop() {
+	defer h.loops.Done()
+	t := time.NewTimer(0)
+	<-t.C
+	for {
+		select {
+		case <-h.countDirty:
+		case <-h.done:
+			return
+		}
+		h.broadcastCount(h.Count(""))
+		h.publishCounts()
+		t.Reset(h.cfg.CountInterval)
+		select {
+		case <-t.C:
+		case <-h.done:
+			return
+		}
+	}
+}
+
+func (h *Hub) broadcastCount(n int64) {
+	buf := frame.AppendCount(nil, n)
+	for i := range h.clients {
+		s := &h.clients[i]
+		s.mu.RLock()
+		for c := range s.clients {
+			c.setCount(n, buf)
+		}
+		s.mu.RUnlock()
+	}
+}
+
+func (h *Hub) publishCounts() {
+	c := Counts{Node: h.cfg.Node, Total: h.local.Load(), Channels: make(map[string]int64)}
+	for i := range h.channels {
+		s := &h.channels[i]
+		s.mu.RLock()
+		for name, members := range s.channels {
+			c.Channels[name] = int64(len(members))
+		}
+		s.mu.RUnlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
+	defer cancel()
+	if err := h.broker.PublishCounts(ctx, c); err != nil {
+		h.log.Warn("failed to publish counts", "err", err)
+	}
+}
+
+func (h *Hub) clientShard(c *Client) *clientShard {
+	return &h.clients[c.id%numShards]
+}
+
+func (h *Hub) channelShard(name string) *channelShard {
+	return &h.channels[maphash.String(h.seed, name)%numShards]
+}
+
+// Disconnect ends every local connection with reason r, spread evenly over
+// spread so that clients do not all reconnect at once, and waits for their
+// writers to finish or ctx to end. The hub keeps accepting new clients;
+// use Drain to stop it.
+func (h *Hub) Disconnect(ctx context.Context, r Reason, spread time.Duration) error {
+	var all []*Client
+	for i := range h.clients {
+		s := &h.clients[i]
+		s.mu.RLock()
+		for c := range s.clients {
+			all = append(all, c)
+		}
+		s.mu.RUnlock()
+	}
+	if len(all) > 0 && spread > 0 {
+		const steps = 20
+		per := (len(all) + steps - 1) / steps
+		tick := time.NewTicker(spread / steps)
+		defer tick.Stop()
+		for len(all) > per {
+			for _, c := range all[:per] {
+				c.kick(r)
+			}
+			all = all[per:]
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+			}
+		}
+	}
+	for _, c := range all {
+		c.kick(r)
+	}
+	return h.waitWriters(ctx)
+}
+
+// Drain stops the hub taking new clients and emits, ends every connection
+// with reason r spread over spread, ends every Watch, and waits for the
+// writers to finish or ctx to end.
+func (h *Hub) Drain(ctx context.Context, r Reason, spread time.Duration) error {
+	h.watchMu.Lock()
+	h.draining.Store(true)
+	h.watchMu.Unlock()
+	h.closeOnce.Do(func() { close(h.done) })
+	return h.Disconnect(ctx, r, spread)
+}
+
+func (h *Hub) waitWriters(ctx context.Context) error {
+	idle := make(chan struct{})
+	go func() {
+		h.writers.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close drains the hub at once, stops its loops and closes its broker.
+func (h *Hub) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
+	defer cancel()
+	err := h.Drain(ctx, ReasonShutdown, 0)
+	h.loops.Wait()
+	return errors.Join(err, h.broker.Close())
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() *Stats { return &h.stats }
+
+// Stats counts what the hub has done since it started.
+type Stats struct {
+	// Emitted counts messages emitted on this node.
+	Emitted atomic.Int64
+	// Delivered counts message frames queued to clients.
+	Delivered atomic.Int64
+	// SlowDisconnects counts clients dropped for a full send queue.
+	SlowDisconnects atomic.Int64
+	// WriteFailures counts clients dropped for a failed or timed-out write.
+	WriteFailures atomic.Int64
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
+
+func randomID() string {
+	var b [5]byte
+	rand.Read(b[:])
+	return idEncoding.EncodeToString(b[:])
+}
+
+func appendCount(n int64) []byte { return frame.AppendCount(nil, n) }

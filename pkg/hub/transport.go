@@ -1,0 +1,44 @@
+package hub
+
+import "context"
+
+// Transport is what the hub needs from one connection.
+type Transport interface {
+	// Write sends frames, in order, each as one text message. It returns
+	// once all are written or ctx ends. The hub calls it from one goroutine
+	// at a time and never while holding a lock.
+	Write(ctx context.Context, frames [][]byte) error
+	// Close ends the connection, telling the peer why. The hub calls it at
+	// most once, after the last Write.
+	Close(r Reason)
+}
+
+// Reason says why the hub ended a connection, and so whether and where the
+// client should reconnect. Transports map it to their own close codes.
+type Reason uint8
+
+// The reasons the hub ends connections.
+const (
+	// ReasonShutdown: the server is going away; reconnect, perhaps to
+	// another node.
+	ReasonShutdown Reason = iota + 1
+	// ReasonHandBack: this node hands its clients to another; reconnect at
+	// once.
+	ReasonHandBack
+	// ReasonSlow: the client did not read its frames fast enough and its
+	// send queue overflowed; reconnect after a pause.
+	ReasonSlow
+)
+
+// String describes r in words fit for a close reason.
+func (r Reason) String() string {
+	switch r {
+	case ReasonShutdown:
+		return "server shutting down"
+	case ReasonHandBack:
+		return "node handing over, reconnect"
+	case ReasonSlow:
+		return "send queue overflow: client too slow"
+	}
+	return "unknown"
+}
