@@ -43,33 +43,69 @@ type Inbound struct {
 // protocol and the connection that sent it should be closed.
 var ErrInvalid = errors.New("invalid frame")
 
-type inbound struct {
-	Type    *string `json:"type"`
-	Channel *string `json:"channel"`
-}
-
 // Decode parses one text frame sent by a browser. It accepts exactly the
-// objects {"type":"subscribe"|"unsubscribe","channel":"name"}; anything else
-// yields an error wrapping ErrInvalid whose text is safe to send back as a
-// close reason.
+// objects {"type":"subscribe"|"unsubscribe","channel":"name"}: both keys
+// spelled exactly so, each once, with string values, and nothing but JSON
+// white space after the object. Anything else yields an error wrapping
+// ErrInvalid whose text is safe to send back as a close reason.
 func Decode(p []byte) (Inbound, error) {
 	if !utf8.Valid(p) {
 		return Inbound{}, invalid("frame is not valid UTF-8")
 	}
-	var in inbound
+	// encoding/json alone is too lenient here: it matches keys without
+	// regard to case, lets a repeated key win, and Decoder.More stops at a
+	// stray '}' or ']'. So the object is walked token by token.
 	dec := json.NewDecoder(bytes.NewReader(p))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		return Inbound{}, invalid("frame is not a JSON object with known fields")
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return Inbound{}, invalid("frame is not a JSON object")
 	}
-	if dec.More() {
-		return Inbound{}, invalid("frame holds more than one JSON value")
+	var typ, channel string
+	var haveType, haveChannel bool
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return Inbound{}, invalid("frame is not valid JSON")
+		}
+		key, _ := tok.(string) // inside an object, Token yields keys as strings
+		tok, err = dec.Token()
+		if err != nil {
+			return Inbound{}, invalid("frame is not valid JSON")
+		}
+		val, ok := tok.(string)
+		switch key {
+		case "type":
+			if haveType {
+				return Inbound{}, invalid(`frame repeats "type"`)
+			}
+			if !ok {
+				return Inbound{}, invalid(`frame "type" is not a string`)
+			}
+			typ, haveType = val, true
+		case "channel":
+			if haveChannel {
+				return Inbound{}, invalid(`frame repeats "channel"`)
+			}
+			if !ok {
+				return Inbound{}, invalid(`frame "channel" is not a string`)
+			}
+			channel, haveChannel = val, true
+		default:
+			return Inbound{}, invalid("frame has an unknown field")
+		}
 	}
-	if in.Type == nil {
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return Inbound{}, invalid("frame is not valid JSON")
+	}
+	for _, b := range p[dec.InputOffset():] {
+		if b != ' ' && b != '\t' && b != '\n' && b != '\r' {
+			return Inbound{}, invalid("frame holds more than one JSON value")
+		}
+	}
+	if !haveType {
 		return Inbound{}, invalid(`frame has no "type"`)
 	}
 	var op Op
-	switch *in.Type {
+	switch typ {
 	case "subscribe":
 		op = OpSubscribe
 	case "unsubscribe":
@@ -77,13 +113,13 @@ func Decode(p []byte) (Inbound, error) {
 	default:
 		return Inbound{}, invalid("unknown frame type")
 	}
-	if in.Channel == nil {
+	if !haveChannel {
 		return Inbound{}, invalid(`frame has no "channel"`)
 	}
-	if err := ValidateChannel(*in.Channel); err != nil {
+	if err := ValidateChannel(channel); err != nil {
 		return Inbound{}, err
 	}
-	return Inbound{Op: op, Channel: *in.Channel}, nil
+	return Inbound{Op: op, Channel: channel}, nil
 }
 
 // ValidateChannel reports whether name can be subscribed to: 1 to

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+
+	"github.com/switchboard-rt/switchboard/pkg/frame"
 )
 
 var lastClientID atomic.Uint64
@@ -21,9 +23,16 @@ type Client struct {
 	queued    int      // bytes in queue
 	count     []byte   // latest count frame not yet written, if any
 	lastCount int64    // count carried by the last frame queued
+	countVer  uint64   // version of the newest count offered, queued or not
 	reason    Reason   // why the hub ends the connection, once it does
 	closed    bool     // no more frames are taken
 	wake      chan struct{}
+
+	// stopWrite cancels the write in progress, if any. It is called when
+	// the client is dropped as slow, when its transport closes it, and when
+	// a drain runs out of time.
+	stopWrite context.CancelFunc
+	done      chan struct{} // closed once the writer has returned
 
 	subMu sync.Mutex
 	subs  map[string]struct{}
@@ -40,6 +49,7 @@ func (h *Hub) Register(t Transport) (*Client, error) {
 		id:        lastClientID.Add(1),
 		lastCount: -1,
 		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
 	}
 	s := h.clientShard(c)
 	s.mu.Lock()
@@ -49,18 +59,26 @@ func (h *Hub) Register(t Transport) (*Client, error) {
 	}
 	s.clients[c] = struct{}{}
 	h.local.Add(1)
+	// Counted under the shard lock, so that a drain, which sets draining
+	// and then scans the shards, never waits on writers before this one is
+	// counted.
+	h.writers.Add(1)
 	s.mu.Unlock()
 
-	n := h.Count("")
-	c.setCount(n, nil)
-	h.countChanged("")
-	h.writers.Add(1)
+	c.setCount(h.addTotal(1), nil)
+	h.localChanged("")
 	go c.writeLoop()
 	return c, nil
 }
 
-// Subscribe adds the client to channel. Subscribing twice is harmless.
+// Subscribe adds the client to channel. Subscribing twice is harmless. It
+// fails with an error wrapping frame.ErrInvalid for a name that
+// frame.ValidateChannel refuses, with ErrTooManySubscriptions past
+// Config.MaxSubscriptions, and with ErrClosed once the client is closed.
 func (c *Client) Subscribe(channel string) error {
+	if err := frame.ValidateChannel(channel); err != nil {
+		return err
+	}
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	if c.gone {
@@ -85,7 +103,7 @@ func (c *Client) Subscribe(channel string) error {
 	}
 	members[c] = struct{}{}
 	s.mu.Unlock()
-	c.h.countChanged(channel)
+	c.h.localChanged(channel)
 	return nil
 }
 
@@ -102,13 +120,15 @@ func (c *Client) Unsubscribe(channel string) {
 }
 
 // Close removes the client from the hub and stops its writer without
-// writing more. The transport calls it once its connection has ended;
-// calling it again is harmless.
+// writing more; a write in progress is canceled. The transport calls it once
+// its connection has ended; the hub then never calls Transport.Close.
+// Calling it again is harmless.
 func (c *Client) Close() {
 	c.mu.Lock()
 	c.closed = true
 	c.queue, c.queued, c.count = nil, 0, nil
 	c.mu.Unlock()
+	c.cancelWrite()
 	c.signal()
 	c.h.remove(c)
 }
@@ -122,7 +142,7 @@ func (h *Hub) leaveChannel(c *Client, channel string) {
 		delete(s.channels, channel)
 	}
 	s.mu.Unlock()
-	h.countChanged(channel)
+	h.localChanged(channel)
 }
 
 // remove takes c out of every registry, once.
@@ -144,19 +164,25 @@ func (h *Hub) remove(c *Client) {
 	delete(s.clients, c)
 	h.local.Add(-1)
 	s.mu.Unlock()
-	h.countChanged("")
+	h.addTotal(-1)
+	h.localChanged("")
 }
 
 // kick removes c from the hub at once, so it counts no more, and has its
-// writer close the connection with reason r after the write in progress.
+// writer close the connection with reason r after the write in progress;
+// a slow client's write in progress is canceled instead. A client already
+// closed, by the hub or by its transport, keeps its first fate.
 func (c *Client) kick(r Reason) {
 	c.mu.Lock()
-	if c.reason == 0 && !c.closed {
+	if !c.closed {
+		c.closed = true
 		c.reason = r
+		c.queue, c.queued, c.count = nil, 0, nil
 	}
-	c.closed = true
-	c.queue, c.queued, c.count = nil, 0, nil
 	c.mu.Unlock()
+	if r == ReasonSlow {
+		c.cancelWrite()
+	}
 	c.signal()
 	c.h.remove(c)
 }
@@ -165,10 +191,12 @@ func (c *Client) kick(r Reason) {
 const (
 	queued   = iota
 	skipped  // the client is closing and takes nothing
-	overflow // the queue is full: the client must be dropped as slow
+	overflow // the queue was full: the client is now closing as slow and must be removed
 )
 
-// enqueue appends frame to the client's queue.
+// enqueue appends frame to the client's queue. When the queue is full, it
+// marks the client closed as slow and frees the queue at once; the caller,
+// which holds registry locks, must then call drop outside them.
 func (c *Client) enqueue(frame []byte) int {
 	c.mu.Lock()
 	if c.closed {
@@ -176,6 +204,9 @@ func (c *Client) enqueue(frame []byte) int {
 		return skipped
 	}
 	if len(c.queue) >= c.h.cfg.QueueFrames || c.queued+len(frame) > c.h.cfg.QueueBytes {
+		c.closed = true
+		c.reason = ReasonSlow
+		c.queue, c.queued, c.count = nil, 0, nil
 		c.mu.Unlock()
 		return overflow
 	}
@@ -186,21 +217,49 @@ func (c *Client) enqueue(frame []byte) int {
 	return queued
 }
 
-// setCount replaces any pending count frame with one carrying n. A nil
-// frame is encoded here.
-func (c *Client) setCount(n int64, frame []byte) {
+// drop finishes what enqueue started for an overflowing client: it cancels
+// the stalled write, wakes the writer to close the transport and removes
+// the client from every registry.
+func (c *Client) drop() {
+	c.cancelWrite()
+	c.signal()
+	c.h.remove(c)
+}
+
+// setCount replaces any pending count frame with one carrying t, unless
+// the client was already offered a newer count: counts read concurrently
+// may arrive out of order, and a browser must never be sent an older count
+// after a newer one. A nil frame is encoded here.
+func (c *Client) setCount(t total, frame []byte) {
 	c.mu.Lock()
-	if c.closed || n == c.lastCount {
+	if c.closed || t.version <= c.countVer {
+		c.mu.Unlock()
+		return
+	}
+	c.countVer = t.version
+	if t.n == c.lastCount {
 		c.mu.Unlock()
 		return
 	}
 	if frame == nil {
-		frame = appendCount(n)
+		frame = appendCount(t.n)
 	}
 	c.count = frame
-	c.lastCount = n
+	c.lastCount = t.n
 	c.mu.Unlock()
 	c.signal()
+}
+
+// cancelWrite cancels the write in progress, if any. Called once the client
+// is closed, it also ends a write that is about to start: the writer checks
+// closed and publishes stopWrite under the same lock.
+func (c *Client) cancelWrite() {
+	c.mu.Lock()
+	stop := c.stopWrite
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 func (c *Client) signal() {
@@ -211,9 +270,11 @@ func (c *Client) signal() {
 }
 
 // writeLoop is the client's writer: it takes every queued frame at once and
-// writes them in one call, outside any lock.
+// writes them in one call, outside any lock. Once the client is closed it
+// closes the transport, unless the transport closed the client itself.
 func (c *Client) writeLoop() {
 	defer c.h.writers.Done()
+	defer close(c.done)
 	var batch, spare [][]byte
 	for range c.wake {
 		c.mu.Lock()
@@ -224,30 +285,50 @@ func (c *Client) writeLoop() {
 			c.count = nil
 		}
 		closed, reason := c.closed, c.reason
+		var ctx context.Context
+		var cancel context.CancelFunc
+		if !closed && len(batch) > 0 {
+			ctx, cancel = context.WithTimeout(context.Background(), c.h.cfg.WriteTimeout)
+			c.stopWrite = cancel
+		}
 		c.mu.Unlock()
 
-		if len(batch) > 0 && !closed {
-			ctx, cancel := context.WithTimeout(context.Background(), c.h.cfg.WriteTimeout)
-			err := c.t.Write(ctx, batch)
-			cancel()
-			if err != nil {
-				c.h.stats.WriteFailures.Add(1)
-				c.mu.Lock()
-				c.closed = true
-				c.queue, c.queued, c.count = nil, 0, nil
-				c.mu.Unlock()
-				c.h.remove(c)
-				c.t.Close(ReasonSlow)
-				return
-			}
-		}
-		clear(batch)
-		spare = batch
 		if closed {
 			if reason != 0 {
 				c.t.Close(reason)
 			}
 			return
 		}
+		if ctx != nil {
+			err := c.t.Write(ctx, batch)
+			cancel()
+			if err != nil {
+				c.fail()
+				return
+			}
+		}
+		clear(batch)
+		spare = batch
+	}
+}
+
+// fail ends the client after a failed write. If the hub or the transport had
+// already closed it, the write failed because of that, and its fate stands.
+func (c *Client) fail() {
+	c.mu.Lock()
+	failed := !c.closed
+	if failed {
+		c.closed = true
+		c.reason = ReasonSlow
+		c.queue, c.queued, c.count = nil, 0, nil
+	}
+	reason := c.reason
+	c.mu.Unlock()
+	if failed {
+		c.h.stats.WriteFailures.Add(1)
+		c.h.remove(c)
+	}
+	if reason != 0 {
+		c.t.Close(reason)
 	}
 }

@@ -102,6 +102,10 @@ type Hub struct {
 	clients  [numShards]clientShard
 	channels [numShards]channelShard
 	local    atomic.Int64 // open connections on this node
+
+	totalMu sync.Mutex
+	total   total // open connections in the cluster, versioned
+
 	nextID   atomic.Uint64
 	idPrefix string
 
@@ -113,12 +117,14 @@ type Hub struct {
 	watchMu  sync.Mutex
 	watchers map[string]map[*watcher]struct{} // by channel; "" is everyone
 
-	countDirty chan struct{} // a count changed since the last count frame
-	draining   atomic.Bool
-	done       chan struct{} // closed by Close
-	closeOnce  sync.Once
-	loops      sync.WaitGroup
-	writers    sync.WaitGroup
+	countWake   chan struct{} // wakes countLoop: globalDirty or localDirty is set
+	globalDirty atomic.Bool   // the cluster count changed since the last count frame
+	localDirty  atomic.Bool   // this node's counts changed since they were last published
+	draining    atomic.Bool
+	done        chan struct{} // closed by Close
+	closeOnce   sync.Once
+	loops       sync.WaitGroup
+	writers     sync.WaitGroup
 
 	stats Stats
 }
@@ -127,15 +133,15 @@ type Hub struct {
 func New(cfg Config) (*Hub, error) {
 	cfg.setDefaults()
 	h := &Hub{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		broker:     cfg.Broker,
-		seed:       maphash.MakeSeed(),
-		idPrefix:   cfg.Node + "-",
-		remote:     make(map[string]Counts),
-		watchers:   make(map[string]map[*watcher]struct{}),
-		countDirty: make(chan struct{}, 1),
-		done:       make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		broker:    cfg.Broker,
+		seed:      maphash.MakeSeed(),
+		idPrefix:  cfg.Node + "-",
+		remote:    make(map[string]Counts),
+		watchers:  make(map[string]map[*watcher]struct{}),
+		countWake: make(chan struct{}, 1),
+		done:      make(chan struct{}),
 	}
 	for i := range h.clients {
 		h.clients[i].clients = make(map[*Client]struct{})
@@ -192,7 +198,10 @@ func (h *Hub) HandleCounts(c Counts) {
 		h.remote[c.Node] = c
 	}
 	h.remoteMu.Unlock()
-	h.countChanged("")
+	if c.Total != prev.Total {
+		h.addTotal(c.Total - prev.Total)
+		h.countChanged("")
+	}
 	for ch := range prev.Channels {
 		h.countChanged(ch)
 	}
@@ -241,7 +250,7 @@ func (h *Hub) deliver(m Message) int {
 	h.stats.Delivered.Add(int64(n))
 	for _, c := range slow {
 		h.stats.SlowDisconnects.Add(1)
-		c.kick(ReasonSlow)
+		c.drop()
 	}
 	return n
 }
@@ -249,25 +258,38 @@ func (h *Hub) deliver(m Message) int {
 // Count returns the number of open connections in the cluster, or the
 // number of subscribers of channel when it is not empty.
 func (h *Hub) Count(channel string) int64 {
-	var n int64
 	if channel == "" {
-		n = h.local.Load()
-	} else {
-		s := h.channelShard(channel)
-		s.mu.RLock()
-		n = int64(len(s.channels[channel]))
-		s.mu.RUnlock()
+		return h.addTotal(0).n
 	}
+	s := h.channelShard(channel)
+	s.mu.RLock()
+	n := int64(len(s.channels[channel]))
+	s.mu.RUnlock()
 	h.remoteMu.RLock()
 	for _, c := range h.remote {
-		if channel == "" {
-			n += c.Total
-		} else {
-			n += c.Channels[channel]
-		}
+		n += c.Channels[channel]
 	}
 	h.remoteMu.RUnlock()
 	return n
+}
+
+// total is the cluster's connection count with a version that grows with
+// every change, so that of two counts read concurrently the newer is known.
+type total struct {
+	n       int64
+	version uint64
+}
+
+// addTotal adds delta to the cluster's count and returns the result; with
+// delta 0 it only reads it.
+func (h *Hub) addTotal(delta int64) total {
+	h.totalMu.Lock()
+	defer h.totalMu.Unlock()
+	if delta != 0 {
+		h.total.n += delta
+		h.total.version++
+	}
+	return h.total
 }
 
 // Watch calls fn with the current count of channel ("" for everyone), then
@@ -332,27 +354,49 @@ func (h *Hub) countChanged(channel string) {
 	}
 	h.watchMu.Unlock()
 	if channel == "" {
-		select {
-		case h.countDirty <- struct{}{}:
-		default:
-		}
+		h.globalDirty.Store(true)
+		h.wakeCountLoop()
+	}
+}
+
+// localChanged is countChanged for a change on this node, which the loop
+// must also publish to the other nodes. Changes reported by other nodes go
+// through countChanged alone: publishing them back would make two nodes
+// echo each other's counts forever.
+func (h *Hub) localChanged(channel string) {
+	h.localDirty.Store(true)
+	h.countChanged(channel)
+	if channel != "" {
+		h.wakeCountLoop()
+	}
+}
+
+func (h *Hub) wakeCountLoop() {
+	select {
+	case h.countWake <- struct{}{}:
+	default:
 	}
 }
 
 // countLoop sends the global count to every browser and the local counts
-// to the broker, at most once per CountInterval.
+// to the broker, each only when it changed and at most once per
+// CountInterval.
 func (h *Hub) countLoop() {
 	defer h.loops.Done()
 	t := time.NewTimer(0)
 	<-t.C
 	for {
 		select {
-		case <-h.countDirty:
+		case <-h.countWake:
 		case <-h.done:
 			return
 		}
-		h.broadcastCount(h.Count(""))
-		h.publishCounts()
+		if h.globalDirty.Swap(false) {
+			h.broadcastCount(h.addTotal(0))
+		}
+		if h.localDirty.Swap(false) {
+			h.publishCounts()
+		}
 		t.Reset(h.cfg.CountInterval)
 		select {
 		case <-t.C:
@@ -362,13 +406,13 @@ func (h *Hub) countLoop() {
 	}
 }
 
-func (h *Hub) broadcastCount(n int64) {
-	buf := frame.AppendCount(nil, n)
+func (h *Hub) broadcastCount(t total) {
+	buf := frame.AppendCount(nil, t.n)
 	for i := range h.clients {
 		s := &h.clients[i]
 		s.mu.RLock()
 		for c := range s.clients {
-			c.setCount(n, buf)
+			c.setCount(t, buf)
 		}
 		s.mu.RUnlock()
 	}
@@ -401,8 +445,9 @@ func (h *Hub) channelShard(name string) *channelShard {
 
 // Disconnect ends every local connection with reason r, spread evenly over
 // spread so that clients do not all reconnect at once, and waits for their
-// writers to finish or ctx to end. The hub keeps accepting new clients;
-// use Drain to stop it.
+// writers to finish or ctx to end; when ctx ends first, their writes in
+// progress are canceled. The hub keeps accepting new clients, and
+// Disconnect does not wait for those; use Drain to stop it.
 func (h *Hub) Disconnect(ctx context.Context, r Reason, spread time.Duration) error {
 	var all []*Client
 	for i := range h.clients {
@@ -413,37 +458,66 @@ func (h *Hub) Disconnect(ctx context.Context, r Reason, spread time.Duration) er
 		}
 		s.mu.RUnlock()
 	}
-	if len(all) > 0 && spread > 0 {
+	rest := all
+	if len(rest) > 0 && spread > 0 {
 		const steps = 20
-		per := (len(all) + steps - 1) / steps
+		per := (len(rest) + steps - 1) / steps
 		tick := time.NewTicker(spread / steps)
 		defer tick.Stop()
-		for len(all) > per {
-			for _, c := range all[:per] {
+		for len(rest) > per {
+			for _, c := range rest[:per] {
 				c.kick(r)
 			}
-			all = all[per:]
+			rest = rest[per:]
 			select {
 			case <-tick.C:
 			case <-ctx.Done():
 			}
 		}
 	}
-	for _, c := range all {
+	for _, c := range rest {
 		c.kick(r)
 	}
-	return h.waitWriters(ctx)
+	for _, c := range all {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			for _, c := range all {
+				c.cancelWrite()
+			}
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // Drain stops the hub taking new clients and emits, ends every connection
 // with reason r spread over spread, ends every Watch, and waits for the
-// writers to finish or ctx to end.
+// writers to finish or ctx to end; when ctx ends first, the writes in
+// progress are canceled.
 func (h *Hub) Drain(ctx context.Context, r Reason, spread time.Duration) error {
 	h.watchMu.Lock()
 	h.draining.Store(true)
 	h.watchMu.Unlock()
 	h.closeOnce.Do(func() { close(h.done) })
 	return h.Disconnect(ctx, r, spread)
+}
+
+// Close drains the hub at once, stops its loops, tells the other nodes this
+// one counts nobody any more, and closes its broker. It waits for the
+// clients' writers up to Config.WriteTimeout.
+func (h *Hub) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
+	defer cancel()
+	err := h.Drain(ctx, ReasonShutdown, 0)
+	h.loops.Wait()
+	h.publishCounts()
+	if err == nil {
+		// Clients kicked by an earlier Drain whose context ran out may
+		// still be closing.
+		err = h.waitWriters(ctx)
+	}
+	return errors.Join(err, h.broker.Close())
 }
 
 func (h *Hub) waitWriters(ctx context.Context) error {
@@ -458,15 +532,6 @@ func (h *Hub) waitWriters(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// Close drains the hub at once, stops its loops and closes its broker.
-func (h *Hub) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
-	defer cancel()
-	err := h.Drain(ctx, ReasonShutdown, 0)
-	h.loops.Wait()
-	return errors.Join(err, h.broker.Close())
 }
 
 // Stats returns the hub's counters.

@@ -5,11 +5,14 @@ import "context"
 // Transport is what the hub needs from one connection.
 type Transport interface {
 	// Write sends frames, in order, each as one text message. It returns
-	// once all are written or ctx ends. The hub calls it from one goroutine
-	// at a time and never while holding a lock.
+	// once all are written or ctx ends. ctx ends after Config.WriteTimeout,
+	// or sooner when the hub drops the client as slow, when the transport
+	// calls Client.Close, or when a drain runs out of time. The hub calls it
+	// from one goroutine at a time and never while holding a lock.
 	Write(ctx context.Context, frames [][]byte) error
 	// Close ends the connection, telling the peer why. The hub calls it at
-	// most once, after the last Write.
+	// most once, after the last Write, and never once the transport has
+	// called Client.Close.
 	Close(r Reason)
 }
 
