@@ -14,25 +14,43 @@ import (
 )
 
 // encodeValue appends v as JSON to dst. It fails on values JSON cannot hold
-// (NaN, infinities), on nesting deeper than MaxDataDepth, and once the
-// output passes max bytes. A nil v is null; object keys are sorted so the
-// same value always encodes to the same bytes.
+// (NaN, infinities), on lists and structs nested more than MaxDataDepth
+// deep, and as soon as the output passes max bytes, so that an oversized
+// value is never encoded in full. A nil v is null; object keys are sorted
+// so the same value always encodes to the same bytes.
 func encodeValue(dst []byte, v *structpb.Value, max int) ([]byte, error) {
-	dst, err := appendValue(dst, v, 0)
-	if err != nil {
+	e := valueEncoder{buf: dst, limit: len(dst) + max, max: max}
+	if err := e.value(v, 0); err != nil {
 		return nil, err
 	}
-	if len(dst) > max {
-		return nil, fmt.Errorf("data is %d bytes of JSON, over the limit of %d", len(dst), max)
-	}
-	return dst, nil
+	return e.buf, nil
 }
 
-var errTooDeep = fmt.Errorf("data nests deeper than %d levels", MaxDataDepth)
+var errTooDeep = fmt.Errorf("data nests lists and structs deeper than %d levels", MaxDataDepth)
 
-func appendValue(dst []byte, v *structpb.Value, depth int) ([]byte, error) {
-	if depth > MaxDataDepth {
-		return nil, errTooDeep
+type valueEncoder struct {
+	buf   []byte
+	limit int // len(buf) may not pass it
+	max   int // the limit on the value's own bytes
+}
+
+func (e *valueEncoder) tooLarge() error {
+	return fmt.Errorf("data is over the limit of %d bytes of JSON", e.max)
+}
+
+// value appends v, which sits inside depth lists and structs.
+func (e *valueEncoder) value(v *structpb.Value, depth int) error {
+	dst := e.buf
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_ListValue, *structpb.Value_StructValue:
+		if depth >= MaxDataDepth {
+			return errTooDeep
+		}
+	case *structpb.Value_StringValue:
+		// Escaping only adds: fail before copying a string that cannot fit.
+		if len(dst)+len(k.StringValue)+2 > e.limit {
+			return e.tooLarge()
+		}
 	}
 	var err error
 	switch k := v.GetKind().(type) {
@@ -43,20 +61,22 @@ func appendValue(dst []byte, v *structpb.Value, depth int) ([]byte, error) {
 	case *structpb.Value_NumberValue:
 		f := k.NumberValue
 		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, errors.New("data holds a number JSON cannot represent (NaN or infinity)")
+			return errors.New("data holds a number JSON cannot represent (NaN or infinity)")
 		}
 		dst = appendNumber(dst, f)
 	case *structpb.Value_StringValue:
 		dst = frame.AppendString(dst, k.StringValue)
 	case *structpb.Value_ListValue:
 		dst = append(dst, '[')
-		for i, e := range k.ListValue.GetValues() {
+		for i, elem := range k.ListValue.GetValues() {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			if dst, err = appendValue(dst, e, depth+1); err != nil {
-				return nil, err
+			e.buf = dst
+			if err = e.value(elem, depth+1); err != nil {
+				return err
 			}
+			dst = e.buf
 		}
 		dst = append(dst, ']')
 	case *structpb.Value_StructValue:
@@ -66,17 +86,26 @@ func appendValue(dst []byte, v *structpb.Value, depth int) ([]byte, error) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
+			if len(dst)+len(key)+3 > e.limit {
+				return e.tooLarge()
+			}
 			dst = frame.AppendString(dst, key)
 			dst = append(dst, ':')
-			if dst, err = appendValue(dst, fields[key], depth+1); err != nil {
-				return nil, err
+			e.buf = dst
+			if err = e.value(fields[key], depth+1); err != nil {
+				return err
 			}
+			dst = e.buf
 		}
 		dst = append(dst, '}')
 	default:
-		return nil, fmt.Errorf("data holds an unknown kind %T", k)
+		return fmt.Errorf("data holds an unknown kind %T", k)
 	}
-	return dst, nil
+	if len(dst) > e.limit {
+		return e.tooLarge()
+	}
+	e.buf = dst
+	return nil
 }
 
 // appendNumber formats f as encoding/json does: integers without an

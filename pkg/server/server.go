@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
@@ -23,12 +22,13 @@ import (
 	"github.com/switchboard-rt/switchboard/pkg/control"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/wsedge"
+	"github.com/switchboard-rt/switchboard/web"
 )
 
 // Config configures a node. The zero value listens on the contract's
 // default addresses.
 type Config struct {
-	// HTTPAddr is where browsers connect (/ws) and probes look (/healthz,
+	// HTTPAddr is where browsers connect (/ws, /client.js) and probes look (/healthz,
 	// /readyz, /metrics). Default: ":8080".
 	HTTPAddr string
 	// GRPCAddr is where web servers call the API. Default: ":9090" with an
@@ -46,7 +46,9 @@ type Config struct {
 	// KeepAlive is the longest a vanished browser keeps counting. Default:
 	// 20s.
 	KeepAlive time.Duration
-	// ShutdownTimeout bounds a graceful shutdown. Default: 10s.
+	// ShutdownTimeout bounds a graceful shutdown. Browsers get up to 3/4
+	// of it to finish their close handshake and in-flight gRPC calls up to
+	// 9/10 of it; whatever still runs then is cut off. Default: 10s.
 	ShutdownTimeout time.Duration
 	// DrainSpread is the window over which browsers are closed on shutdown
 	// so they do not all reconnect at once. Default: 1s; it is capped at
@@ -69,7 +71,8 @@ type Server struct {
 	grpcLn  net.Listener
 	httpSrv *http.Server
 	grpcSrv *grpc.Server
-	health  *health.Server
+	health  *healthService
+	edge    *wsedge.Handler
 	ready   atomic.Bool
 	started time.Time
 }
@@ -133,7 +136,7 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("failed to listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
 
-	s.health = health.NewServer()
+	s.health = newHealthService()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.grpcSrv = grpc.NewServer(append(serverOptions(s.log, cfg.APIToken), grpc.MaxRecvMsgSize(maxRecvMsgSize(cfg.MaxDataBytes)))...)
@@ -142,12 +145,14 @@ func New(cfg Config) (_ *Server, err error) {
 	reflection.Register(s.grpcSrv)
 
 	mux := http.NewServeMux()
-	mux.Handle("GET /ws", wsedge.New(wsedge.Config{
+	s.edge = wsedge.New(wsedge.Config{
 		Hub:            s.hub,
 		Logger:         s.log,
 		AllowedOrigins: cfg.AllowedOrigins,
 		KeepAlive:      cfg.KeepAlive,
-	}))
+	})
+	mux.Handle("GET /ws", s.edge)
+	mux.Handle("GET /client.js", web.ClientHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -169,12 +174,15 @@ func New(cfg Config) (_ *Server, err error) {
 }
 
 // maxRecvMsgSize leaves room around the data limit for the request's other
-// fields and protobuf's own encoding of the value.
+// fields and protobuf's own encoding of the value, and never goes below
+// gRPC's default of 4 MiB: up to there, oversized data fails with the
+// contract's INVALID_ARGUMENT and a message naming the limit, rather than
+// the transport's RESOURCE_EXHAUSTED.
 func maxRecvMsgSize(maxData int) int {
 	if maxData <= 0 {
 		maxData = control.DefaultMaxDataBytes
 	}
-	return 4*maxData + 64<<10
+	return max(4*maxData+64<<10, 4<<20)
 }
 
 func isLoopback(addr string) (bool, error) {
@@ -200,8 +208,9 @@ func (s *Server) Hub() *hub.Hub { return s.hub }
 
 // Run serves until ctx ends, then shuts down gracefully: readiness and
 // gRPC health go NOT_SERVING, browsers are closed with 1001 spread over
-// DrainSpread, WatchCount streams end, in-flight gRPC calls finish, and
-// Run returns within ShutdownTimeout.
+// DrainSpread, WatchCount and health Watch streams end with UNAVAILABLE,
+// in-flight gRPC calls finish, and Run returns within ShutdownTimeout,
+// with no browser connection left open.
 func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpcSrv.Serve(s.grpcLn) }()
@@ -220,18 +229,36 @@ func (s *Server) Run(ctx context.Context) error {
 	return errors.Join(serveErr, s.shutdown())
 }
 
+// shutdown stops the node within ShutdownTimeout. Browsers get up to 3/4
+// of it to say goodbye, in-flight gRPC calls up to 9/10 of it, and what is
+// still running then is cut off, so that Run returns in time whatever the
+// peers do.
 func (s *Server) shutdown() error {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	timeout := s.cfg.ShutdownTimeout
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	s.log.Info("shutting down", "browsers", s.hub.Count(""), "deadline", s.cfg.ShutdownTimeout)
+	s.log.Info("shutting down", "browsers", s.hub.Count(""), "deadline", timeout)
 
+	// Probes and standbys first learn that this node is going away.
 	s.ready.Store(false)
 	s.health.Shutdown()
-	if err := s.hub.Drain(ctx, hub.ReasonShutdown, s.cfg.DrainSpread); err != nil {
-		s.log.Warn("browsers still closing at the deadline", "err", err)
+
+	// Browsers are told to reconnect elsewhere, spread over DrainSpread;
+	// new upgrades get 503 and WatchCount streams end with UNAVAILABLE.
+	drainCtx, cancelDrain := context.WithDeadline(ctx, start.Add(timeout*3/4))
+	err := s.hub.Drain(drainCtx, hub.ReasonShutdown, s.cfg.DrainSpread)
+	cancelDrain()
+	if err != nil {
+		s.log.Warn("browsers still closing at the drain deadline; cutting them off", "err", err)
+		s.edge.Close()
 	}
 
+	// In-flight calls finish; health Watch streams end, since
+	// GracefulStop would wait for them forever.
+	s.health.stop()
+	grpcCtx, cancelGRPC := context.WithDeadline(ctx, start.Add(timeout*9/10))
+	defer cancelGRPC()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpcSrv.GracefulStop()
@@ -239,17 +266,24 @@ func (s *Server) shutdown() error {
 	}()
 	select {
 	case <-stopped:
-	case <-ctx.Done():
+	case <-grpcCtx.Done():
 		s.log.Warn("gRPC calls still running at the deadline; cutting them off")
 		s.grpcSrv.Stop()
+		<-stopped
 	}
-	httpErr := s.httpSrv.Shutdown(ctx)
-	if httpErr != nil {
+
+	if err := s.httpSrv.Shutdown(ctx); err != nil {
+		s.log.Warn("HTTP requests still running at the deadline; cutting them off", "err", err)
 		s.httpSrv.Close()
 	}
-	err := s.hub.Close()
+	// No browser connection outlives Run.
+	s.edge.Close()
+	err = s.hub.Close()
 	s.log.Info("shut down", "took", time.Since(start).Round(time.Millisecond))
-	return errors.Join(httpErr, err)
+	if err != nil {
+		return fmt.Errorf("failed to close the hub: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) closeListeners() {

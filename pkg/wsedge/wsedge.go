@@ -4,11 +4,16 @@
 package wsedge
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -47,11 +52,22 @@ type Handler struct {
 	accept websocket.AcceptOptions
 	limit  int64
 	ping   time.Duration
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // the upgraded connections being served
+	closed bool                  // Close was called
+	served sync.WaitGroup        // ServeHTTP calls past the upgrade
 }
 
 // New returns a Handler for cfg.
 func New(cfg Config) *Handler {
-	h := &Handler{hub: cfg.Hub, log: cfg.Logger, limit: cfg.ReadLimit, ping: cfg.KeepAlive / 2}
+	h := &Handler{
+		hub:   cfg.Hub,
+		log:   cfg.Logger,
+		limit: cfg.ReadLimit,
+		ping:  cfg.KeepAlive / 2,
+		conns: make(map[net.Conn]struct{}),
+	}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -75,6 +91,7 @@ const (
 	closeRestart = websocket.StatusServiceRestart  // 1012: reconnect now
 	closeAway    = websocket.StatusGoingAway       // 1001: server leaving
 	closeAgain   = websocket.StatusTryAgainLater   // 1013: reconnect later
+	closeTooBig  = websocket.StatusMessageTooBig   // 1009: frame over the read limit
 )
 
 // closeCode maps a hub reason to a WebSocket close code.
@@ -91,33 +108,111 @@ func closeCode(r hub.Reason) websocket.StatusCode {
 
 // ServeHTTP upgrades the request and serves the connection until it ends.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.hub.Draining() {
+	if h.hub.Draining() || h.isClosed() {
 		http.Error(w, "draining: connect to another node", http.StatusServiceUnavailable)
 		return
 	}
-	ws, err := websocket.Accept(w, r, &h.accept)
+	hw := &hijackRecorder{ResponseWriter: w}
+	ws, err := websocket.Accept(hw, r, &h.accept)
 	if err != nil {
 		h.log.Debug("refused websocket upgrade", "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	if !h.track(hw.conn) {
+		ws.Close(closeAway, hub.ReasonShutdown.String())
+		return
+	}
+	defer h.untrack(hw.conn)
 	ws.SetReadLimit(h.limit)
 	t := &transport{ws: ws}
 	c, err := h.hub.Register(t)
 	if err != nil {
-		ws.Close(closeAway, "server shutting down")
+		ws.Close(closeAway, hub.ReasonShutdown.String())
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go h.keepAlive(ctx, ws, c)
+	pinging := make(chan struct{})
+	go func() {
+		defer close(pinging)
+		h.keepAlive(ctx, ws, c)
+	}()
 
 	reason := h.read(ctx, ws, c)
-	c.Close()
 	if reason != nil {
+		// Say why before leaving the hub: Client.Close cancels a write in
+		// progress, and a canceled write cuts the connection before the
+		// close frame could go out. Frames the hub queues meanwhile are
+		// dropped, not failed.
+		t.closing.Store(true)
 		ws.Close(reason.code, reason.text)
 	}
+	c.Close()
 	ws.CloseNow()
+	cancel()
+	<-pinging
 }
+
+// track records an upgraded connection so that Close can end it; c is nil
+// if the upgrade did not go through hijackRecorder. It reports false once
+// Close has been called.
+func (h *Handler) track(c net.Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	if c != nil {
+		h.conns[c] = struct{}{}
+	}
+	h.served.Add(1)
+	return true
+}
+
+func (h *Handler) untrack(c net.Conn) {
+	h.mu.Lock()
+	if c != nil {
+		delete(h.conns, c)
+	}
+	h.mu.Unlock()
+	h.served.Done()
+}
+
+func (h *Handler) isClosed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
+}
+
+// Close cuts every connection still open, without a close handshake,
+// refuses new upgrades with 503, and waits until every connection's
+// handler has returned. It is the last step of a shutdown, for browsers
+// that did not finish their goodbye in time: http.Server.Shutdown and
+// Close do not see hijacked connections, and a WebSocket close handshake
+// with a silent peer takes up to 10 s.
+func (h *Handler) Close() {
+	h.mu.Lock()
+	h.closed = true
+	for c := range h.conns {
+		c.Close()
+	}
+	h.mu.Unlock()
+	h.served.Wait()
+}
+
+// hijackRecorder keeps the connection websocket.Accept hijacks, so that
+// Close can cut it whatever state the WebSocket is in.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	w.conn = c
+	return c, rw, err
+}
+
+func (w *hijackRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type closeReason struct {
 	code websocket.StatusCode
@@ -129,8 +224,15 @@ type closeReason struct {
 func (h *Handler) read(ctx context.Context, ws *websocket.Conn, c *hub.Client) *closeReason {
 	for {
 		typ, p, err := ws.Read(ctx)
+		if errors.Is(err, websocket.ErrMessageTooBig) {
+			// The library has sent its 1009 already; closing with a
+			// handshake lets the browser read it before the TCP
+			// connection ends, instead of a reset over the unread rest
+			// of the frame.
+			return &closeReason{closeTooBig, fmt.Sprintf("frame larger than %d bytes", h.limit)}
+		}
 		if err != nil {
-			return nil // closed, failed, or over the read limit (closed with 1009)
+			return nil // closed or failed
 		}
 		if typ != websocket.MessageText {
 			return &closeReason{closePolicy, "binary frames are not supported"}
@@ -148,8 +250,10 @@ func (h *Handler) read(ctx context.Context, ws *websocket.Conn, c *hub.Client) *
 		switch {
 		case errors.Is(err, hub.ErrTooManySubscriptions):
 			return &closeReason{closePolicy, "too many subscriptions"}
+		case errors.Is(err, frame.ErrInvalid):
+			return &closeReason{closePolicy, err.Error()}
 		case err != nil:
-			return nil
+			return nil // the hub has closed the client
 		}
 	}
 }
@@ -180,11 +284,15 @@ func (h *Handler) keepAlive(ctx context.Context, ws *websocket.Conn, c *hub.Clie
 
 // transport adapts a WebSocket connection to hub.Transport.
 type transport struct {
-	ws *websocket.Conn
+	ws      *websocket.Conn
+	closing atomic.Bool // the edge is closing the connection itself
 }
 
 func (t *transport) Write(ctx context.Context, frames [][]byte) error {
 	for _, f := range frames {
+		if t.closing.Load() {
+			return nil
+		}
 		if err := t.ws.Write(ctx, websocket.MessageText, f); err != nil {
 			return err
 		}
