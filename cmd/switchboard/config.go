@@ -1,10 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -12,10 +13,14 @@ import (
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
 
-// option is one setting with its flag and environment variable.
+// option is one setting with its flag and environment variable. An option
+// whose default is "false" or "true" is a switch: "--insecure" alone means
+// true.
 type option struct {
 	flag, env, def, usage string
 }
+
+func (o option) boolean() bool { return o.def == "false" || o.def == "true" }
 
 var options = []option{
 	{"http-addr", "SWITCHBOARD_HTTP_ADDR", ":8080", "HTTP listener: /ws, /healthz, /readyz, /metrics"},
@@ -31,8 +36,9 @@ var options = []option{
 	{"log-level", "SWITCHBOARD_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
 }
 
-// parseConfig reads flags over environment variables over defaults.
-func parseConfig(args []string, getenv func(string) string, stderr *os.File) (server.Config, *slog.Logger, error) {
+// parseConfig reads flags over environment variables over defaults. Every
+// invalid value is reported, each naming its flag and variable.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (server.Config, *slog.Logger, error) {
 	fs := flag.NewFlagSet("switchboard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -41,13 +47,14 @@ func parseConfig(args []string, getenv func(string) string, stderr *os.File) (se
 			fmt.Fprintf(stderr, "  --%s (%s, default %q)\n      %s\n", o.flag, o.env, o.def, o.usage)
 		}
 	}
-	vals := make(map[string]*string, len(options))
+	vals := make(map[string]*flagValue, len(options))
 	for _, o := range options {
-		v := o.def
+		v := &flagValue{s: o.def, boolean: o.boolean()}
 		if e, ok := lookup(getenv, o.env); ok {
-			v = e
+			v.s = e
 		}
-		vals[o.flag] = fs.String(o.flag, v, o.usage)
+		fs.Var(v, o.flag, o.usage)
+		vals[o.flag] = v
 	}
 	if err := fs.Parse(args); err != nil {
 		return server.Config{}, nil, err
@@ -55,17 +62,12 @@ func parseConfig(args []string, getenv func(string) string, stderr *os.File) (se
 	if fs.NArg() > 0 {
 		return server.Config{}, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	get := func(name string) string { return strings.TrimSpace(*vals[name]) }
+	get := func(name string) string { return strings.TrimSpace(vals[name].s) }
 
-	logger, err := newLogger(stderr, get("log-format"), get("log-level"))
-	if err != nil {
-		return server.Config{}, nil, err
-	}
 	cfg := server.Config{
 		HTTPAddr: get("http-addr"),
 		GRPCAddr: get("grpc-addr"),
 		APIToken: get("api-token"),
-		Logger:   logger,
 	}
 	var errs []error
 	parse := func(name string, fn func(string) error) {
@@ -74,17 +76,35 @@ func parseConfig(args []string, getenv func(string) string, stderr *os.File) (se
 			errs = append(errs, fmt.Errorf("invalid --%s / %s %q: %w", o.flag, o.env, get(name), err))
 		}
 	}
-	parse("insecure", func(s string) (err error) { cfg.Insecure, err = strconv.ParseBool(s); return })
+	parse("insecure", func(s string) (err error) {
+		if cfg.Insecure, err = strconv.ParseBool(s); err != nil {
+			return errors.New("want true or false")
+		}
+		return nil
+	})
 	parse("keepalive", positiveDuration(&cfg.KeepAlive))
 	parse("count-interval", positiveDuration(&cfg.Hub.CountInterval))
 	parse("shutdown-timeout", positiveDuration(&cfg.ShutdownTimeout))
 	parse("max-data-bytes", func(s string) error {
 		n, err := strconv.Atoi(s)
-		if err == nil && n <= 0 {
-			err = fmt.Errorf("must be positive")
+		if err != nil || n <= 0 {
+			return errors.New("want a positive number of bytes")
 		}
 		cfg.MaxDataBytes = n
-		return err
+		return nil
+	})
+	parse("log-format", func(s string) error {
+		if s != "text" && s != "json" {
+			return errors.New("want text or json")
+		}
+		return nil
+	})
+	var level slog.Level
+	parse("log-level", func(s string) error {
+		if level.UnmarshalText([]byte(s)) != nil {
+			return errors.New("want debug, info, warn or error")
+		}
+		return nil
 	})
 	if o := get("allowed-origins"); o != "" {
 		for _, p := range strings.Split(o, ",") {
@@ -94,12 +114,33 @@ func parseConfig(args []string, getenv func(string) string, stderr *os.File) (se
 		}
 	}
 	if len(errs) > 0 {
-		return server.Config{}, nil, errs[0]
+		return server.Config{}, nil, errors.Join(errs...)
 	}
-	return cfg, logger, nil
+	cfg.Logger = newLogger(stderr, get("log-format"), level)
+	return cfg, cfg.Logger, nil
 }
 
-// lookup returns the environment variable name, ignoring it when empty.
+// flagValue is a flag's text, checked after parsing so that a value from
+// the environment and one from the command line fail the same way.
+type flagValue struct {
+	s       string
+	boolean bool
+}
+
+func (v *flagValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return v.s
+}
+
+func (v *flagValue) Set(s string) error { v.s = s; return nil }
+
+// IsBoolFlag lets a boolean option be given as a bare switch.
+func (v *flagValue) IsBoolFlag() bool { return v.boolean }
+
+// lookup returns the value of the environment variable name, ignoring it
+// when empty.
 func lookup(getenv func(string) string, name string) (string, bool) {
 	v := getenv(name)
 	return v, v != ""
@@ -117,10 +158,10 @@ func optionByFlag(name string) option {
 func positiveDuration(dst *time.Duration) func(string) error {
 	return func(s string) error {
 		d, err := time.ParseDuration(s)
-		if err == nil && d <= 0 {
-			err = fmt.Errorf("must be positive")
+		if err != nil || d <= 0 {
+			return errors.New("want a positive duration such as 500ms or 20s")
 		}
 		*dst = d
-		return err
+		return nil
 	}
 }

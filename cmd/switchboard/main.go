@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -22,8 +23,20 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
 }
 
-// run is main with its inputs made explicit; it returns the exit code.
-func run(args []string, getenv func(string) string, stderr *os.File) int {
+// run is main with its inputs made explicit; it returns the exit code: 0
+// after a clean shutdown, 1 when the node fails, 2 for a bad configuration.
+func run(args []string, getenv func(string) string, stderr io.Writer) int {
+	// Catch signals before binding anything, so that a SIGTERM during
+	// start-up still shuts down cleanly instead of killing the process.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		// After the first signal, restore the default action: a second
+		// one kills a shutdown that hangs.
+		<-ctx.Done()
+		stop()
+	}()
+
 	cfg, logger, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -37,8 +50,6 @@ func run(args []string, getenv func(string) string, stderr *os.File) int {
 		logger.Error("failed to start", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	if err := srv.Run(ctx); err != nil {
 		logger.Error("stopped with an error", "err", err)
 		return 1
@@ -46,19 +57,12 @@ func run(args []string, getenv func(string) string, stderr *os.File) int {
 	return 0
 }
 
-// newLogger returns a logger writing to w in format "text" or "json" at
-// level "debug", "info", "warn" or "error".
-func newLogger(w *os.File, format, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("invalid log level %q: want debug, info, warn or error", level)
+// newLogger returns a logger writing to w at level, in JSON when format is
+// "json" and as text otherwise.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("invalid log format %q: want text or json", format)
+	return slog.New(slog.NewTextHandler(w, opts))
 }

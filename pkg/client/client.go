@@ -1,0 +1,246 @@
+// Package client is the Go client web servers use to reach a Switchboard
+// node over gRPC: emit events to the connected browsers, count them, and
+// watch the count. It hides the generated stubs behind plain Go types.
+//
+// A Client is safe for concurrent use: create one per process at start-up,
+// share it between HTTP handlers, and Close it on shutdown.
+//
+//	c, err := client.Dial("switchboard:9090", client.WithToken(os.Getenv("SWITCHBOARD_API_TOKEN")))
+//	if err != nil {
+//		return err
+//	}
+//	defer c.Close()
+//	res, err := c.Emit(ctx, "ShowMessage", map[string]any{"text": "hi"})
+//
+// Errors from the server keep their gRPC status: status.Code(err) returns
+// codes.InvalidArgument for bad input, codes.Unauthenticated for a missing
+// or wrong token, codes.Unavailable while the node is down or draining.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
+)
+
+// Client talks to one Switchboard target. Create it with Dial; all methods
+// are safe for concurrent use.
+type Client struct {
+	cc        *grpc.ClientConn
+	api       switchboardv1.SwitchboardServiceClient
+	log       *slog.Logger
+	done      chan struct{} // closed by Close; ends every Watch
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Option configures Dial.
+type Option func(*options)
+
+type options struct {
+	token string
+	creds credentials.TransportCredentials
+	dial  []grpc.DialOption
+	log   *slog.Logger
+}
+
+// WithToken makes every call carry "authorization: Bearer <token>", as a
+// node started with SWITCHBOARD_API_TOKEN requires. An empty token sends
+// nothing, so the value can come straight from an optional setting. Over
+// the default insecure transport the token crosses the network in clear
+// text: keep that network private or use WithTransportCredentials.
+func WithToken(token string) Option {
+	return func(o *options) { o.token = token }
+}
+
+// WithTransportCredentials secures the connection, for example with
+// credentials.NewTLS. Default: insecure (plaintext) transport, which fits
+// a node on loopback or on a private network.
+func WithTransportCredentials(creds credentials.TransportCredentials) Option {
+	return func(o *options) { o.creds = creds }
+}
+
+// WithDialOptions passes extra options to grpc.NewClient. They are applied
+// last, so they override the client's own (transport credentials,
+// reconnect backoff); grpc.WithDefaultCallOptions(grpc.WaitForReady(true))
+// for instance makes calls wait for a node instead of failing at once
+// while none is reachable.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dial = append(o.dial, opts...) }
+}
+
+// WithLogger sets where the client logs, which it does only when a Watch
+// loses and regains its stream. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.log = l }
+}
+
+// connectBackoff bounds how long the connection waits before redialling a
+// node that went away: gRPC's default grows to 120 s, far longer than a
+// node restart takes.
+var connectBackoff = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  100 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   5 * time.Second,
+	},
+	MinConnectTimeout: 20 * time.Second,
+}
+
+// Dial returns a Client for target, a gRPC target such as
+// "switchboard:9090" or "dns:///switchboard:9090". Like grpc.NewClient it
+// does not connect: the first call does, and a node that is down shows up
+// as a codes.Unavailable error from that call.
+func Dial(target string, opts ...Option) (*Client, error) {
+	if target == "" {
+		return nil, errors.New("failed to dial: empty target")
+	}
+	o := options{creds: insecure.NewCredentials(), log: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	dopts := []grpc.DialOption{
+		grpc.WithTransportCredentials(o.creds),
+		grpc.WithConnectParams(connectBackoff),
+	}
+	if o.token != "" {
+		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer(o.token)))
+	}
+	cc, err := grpc.NewClient(target, append(dopts, o.dial...)...)
+	if err != nil {
+		return nil, fmt.Errorf("failed to dial %s: %w", target, err)
+	}
+	return &Client{
+		cc:   cc,
+		api:  switchboardv1.NewSwitchboardServiceClient(cc),
+		log:  o.log,
+		done: make(chan struct{}),
+	}, nil
+}
+
+// Close closes the connection: calls in flight fail and every Watch
+// returns. Calling it again does nothing and returns the first result.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		if err := c.cc.Close(); err != nil {
+			c.closeErr = fmt.Errorf("failed to close: %w", err)
+		}
+	})
+	return c.closeErr
+}
+
+// EmitResult describes an emitted message.
+type EmitResult struct {
+	// ID is the message's unique id; browsers receive it in the message
+	// frame.
+	ID string
+	// Recipients is the number of browser connections on the node the
+	// message was queued to.
+	Recipients int64
+}
+
+// EmitOption configures one Emit.
+type EmitOption func(*emitOptions)
+
+type emitOptions struct {
+	channel string
+}
+
+// ToChannel sends the message only to the browsers subscribed to channel
+// instead of to every browser.
+func ToChannel(channel string) EmitOption {
+	return func(o *emitOptions) { o.channel = channel }
+}
+
+// Emit sends event with data to every connected browser, or to one
+// channel's subscribers with ToChannel. data is any value encoding/json can
+// marshal (nil is JSON null; a json.RawMessage is sent as the JSON it
+// holds) or a *structpb.Value. Numbers travel as float64, exact up to 2^53;
+// browsers get object keys sorted.
+//
+// Data JSON cannot hold (a channel, a func, NaN) fails locally with
+// codes.InvalidArgument, as does whatever the server rejects: an empty or
+// invalid event name, an invalid channel name, data over its size limit.
+// Emit is not retried: a failed call may or may not have been delivered.
+func (c *Client) Emit(ctx context.Context, event string, data any, opts ...EmitOption) (EmitResult, error) {
+	var o emitOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	v, err := toValue(data)
+	if err != nil {
+		return EmitResult{}, fmt.Errorf("failed to emit: %w", err)
+	}
+	res, err := c.api.EmitMessage(ctx, &switchboardv1.EmitMessageRequest{Event: event, Data: v, Channel: o.channel})
+	if err != nil {
+		return EmitResult{}, fmt.Errorf("failed to emit: %w", err)
+	}
+	return EmitResult{ID: res.GetId(), Recipients: res.GetRecipients()}, nil
+}
+
+// Count returns the number of open browser connections, or the number of
+// subscribers of channel when it is not empty.
+func (c *Client) Count(ctx context.Context, channel string) (int64, error) {
+	res, err := c.api.GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{Channel: channel})
+	if err != nil {
+		return 0, fmt.Errorf("failed to count: %w", err)
+	}
+	return res.GetConnections(), nil
+}
+
+// toValue converts data to the protobuf form of a JSON value, by way of
+// encoding/json so that struct tags and json.Marshaler apply.
+func toValue(data any) (*structpb.Value, error) {
+	if v, ok := data.(*structpb.Value); ok {
+		return v, nil
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return nil, &invalidDataError{err}
+	}
+	v := new(structpb.Value)
+	if err := protojson.Unmarshal(b, v); err != nil {
+		return nil, &invalidDataError{err}
+	}
+	return v, nil
+}
+
+// invalidDataError is data that cannot be sent. It carries
+// codes.InvalidArgument, like the server's own refusals, and unwraps to
+// the encoding error (*json.UnsupportedValueError and so on).
+type invalidDataError struct{ err error }
+
+func (e *invalidDataError) Error() string { return "invalid data: " + e.err.Error() }
+func (e *invalidDataError) Unwrap() error { return e.err }
+
+func (e *invalidDataError) GRPCStatus() *status.Status {
+	return status.New(codes.InvalidArgument, e.Error())
+}
+
+// bearer is a token sent with every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity allows the token over plaintext, which the
+// contract's default deployment (a private Docker network) uses.
+func (b bearer) RequireTransportSecurity() bool { return false }
