@@ -1,0 +1,61 @@
+# Switchboard: common tasks. `make help` lists them.
+GO      ?= go
+GOBIN   := $(shell $(GO) env GOPATH)/bin
+BUF     ?= $(shell command -v buf 2>/dev/null || echo $(GOBIN)/buf)
+export PATH := $(GOBIN):$(PATH)
+
+.PHONY: help demo run build test test-go test-express test-short lint generate check-generated breaking bench fuzz smoke tools
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+demo: ## run Switchboard and two example web servers on localhost; prints their URLs
+	$(GO) run ./examples/demo
+
+run: ## run one node with in-memory defaults (HTTP :8080, gRPC 127.0.0.1:9090)
+	$(GO) run ./cmd/switchboard
+
+build: ## build bin/switchboard
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/switchboard ./cmd/switchboard
+
+test: test-go test-express ## run every test: Go (race detector on, benchmarks once) and the express example
+
+test-go: ## run the Go tests with the race detector (browser tests need chromium), and the benchmarks once
+	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
+
+test-express: ## run the express example's tests against a real node
+	cd examples/express && npm ci --no-audit --no-fund && npm test
+
+test-short: ## run the tests without the race detector
+	$(GO) test -count=1 ./...
+
+lint: check-generated ## gofmt, go vet, buf lint and format, generated code in sync
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+
+generate: ## regenerate gen/ from proto/
+	$(BUF) generate
+
+check-generated: generate ## fail when gen/ differs from what proto/ generates
+	@git diff --exit-code -- gen/ || { echo "gen/ is out of date: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen/)" || { git status --porcelain -- gen/; echo "gen/ has untracked files: run 'make generate' and commit"; exit 1; }
+
+breaking: ## fail on a breaking change to the API since the previous commit
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+	  $(BUF) breaking --against '.git#ref=HEAD~1'; else echo "no previous commit to compare with"; fi
+
+bench: ## run the benchmarks properly
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz: ## fuzz the frame decoder for 30 s
+	$(GO) test -run '^$$' -fuzz=FuzzDecode -fuzztime=30s ./pkg/frame/
+
+smoke: build ## run the README's grpcurl examples against a real node
+	bash scripts/smoke.sh bin/switchboard
+
+tools: ## install buf, protoc plugins and grpcurl at pinned versions
+	bash scripts/install-tools.sh

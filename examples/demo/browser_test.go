@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/switchboard-rt/switchboard/examples/webserver/site"
+	"github.com/switchboard-rt/switchboard/internal/browsertest"
+	"github.com/switchboard-rt/switchboard/pkg/client"
+	"github.com/switchboard-rt/switchboard/pkg/server"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// startDemo runs the demo on free ports and returns its web servers' URLs,
+// read from its "web: " lines as a user would.
+func startDemo(t *testing.T) []string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, config{httpAddr: "127.0.0.1:0", grpcAddr: "127.0.0.1:0", webAddrs: []string{"127.0.0.1:0", "127.0.0.1:0"}}, pw, testLogger(t))
+		pw.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("demo: %v", err)
+		}
+	})
+	var webs []string
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		line := sc.Text()
+		t.Log(line)
+		if u, ok := strings.CutPrefix(line, "web: "); ok {
+			webs = append(webs, u)
+		}
+		if strings.HasPrefix(line, "Open the web") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if len(webs) != 2 {
+		t.Fatalf("got web servers %q; want 2", webs)
+	}
+	return webs
+}
+
+// waitJS polls a JavaScript predicate in the tab until it is true.
+func waitJS(t *testing.T, tab context.Context, what, expr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, 20*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(25*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		state, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector('[data-testid=state]').textContent + " / count " + document.querySelector('[data-testid=online-count]').textContent`))
+		t.Fatalf("%s: gave up waiting for %s (page: %s): %v", what, expr, state, err)
+	}
+}
+
+func countIs(n int) string {
+	return fmt.Sprintf(`document.querySelector('[data-testid=online-count]').textContent === %q`, strconv.Itoa(n))
+}
+
+func hasMessage(text string) string {
+	return fmt.Sprintf(`Array.from(document.querySelectorAll('[data-testid=message]')).some(e => e.textContent.includes(%q))`, text)
+}
+
+func post(t *testing.T, url string, body any) map[string]any {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	resp, err := http.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s: got %s %v; want 200", url, resp.Status, out)
+	}
+	return out
+}
+
+// TestDemoInBrowser drives the demo the way a person would: pages on both
+// web servers, the shared count, a posted message, a channel.
+func TestDemoInBrowser(t *testing.T) {
+	webs := startDemo(t)
+	browser := browsertest.Browser(t)
+
+	a, _ := browsertest.Tab(t, browser, webs[0])
+	b, _ := browsertest.Tab(t, browser, webs[0])
+	c, closeC := browsertest.Tab(t, browser, webs[1]+"/?quotes=0")
+	tabs := []context.Context{a, b, c}
+	for i, tab := range tabs {
+		waitJS(t, tab, fmt.Sprintf("page %d", i), countIs(3))
+	}
+
+	closeC()
+	for i, tab := range tabs[:2] {
+		waitJS(t, tab, fmt.Sprintf("page %d after a close", i), countIs(2))
+	}
+	c, _ = browsertest.Tab(t, browser, webs[1]+"/?quotes=0")
+	tabs[2] = c
+	for i, tab := range tabs {
+		waitJS(t, tab, fmt.Sprintf("page %d after a reopen", i), countIs(3))
+	}
+
+	// A POST to one web server reaches the pages of both.
+	for _, web := range webs {
+		text := "hello from " + web
+		sent := time.Now()
+		res := post(t, web+"/api/messages", map[string]string{"text": text})
+		if got := res["recipients"]; got != float64(3) {
+			t.Errorf("POST %s: got recipients %v; want 3", web, got)
+		}
+		for i, tab := range tabs {
+			waitJS(t, tab, fmt.Sprintf("page %d", i), hasMessage(text))
+			at, err := chromedp.Run(tab, chromedp.Evaluate[string](fmt.Sprintf(
+				`Array.from(document.querySelectorAll('[data-testid=message]')).find(e => e.textContent.includes(%q)).dataset.receivedAt`, text)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms, _ := strconv.ParseInt(at, 10, 64)
+			t.Logf("emit to text on page %d: %v (from the POST to %s)", i, time.UnixMilli(ms).Sub(sent).Round(time.Millisecond), web)
+		}
+	}
+
+	// A quotation reaches the "quotes" subscribers only.
+	q := post(t, webs[1]+"/api/quote", nil)
+	if got := q["recipients"]; got != float64(2) {
+		t.Errorf("quote: got recipients %v; want 2 (the pages subscribed to quotes)", got)
+	}
+	author, _ := q["author"].(string)
+	for i, tab := range tabs[:2] {
+		waitJS(t, tab, fmt.Sprintf("page %d", i), hasMessage(author))
+	}
+	post(t, webs[0]+"/api/messages", map[string]string{"text": "after the quote"})
+	waitJS(t, c, "unsubscribed page", hasMessage("after the quote"))
+	quotes, err := chromedp.Run(c, chromedp.Evaluate[int](`document.querySelectorAll('li.quote').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if quotes != 0 {
+		t.Errorf("page without the quotes channel shows %d quotations; want 0", quotes)
+	}
+}
+
+// freeAddr returns a loopback address nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// node is a Switchboard node the test can stop and start again on the same
+// addresses.
+type node struct {
+	t          *testing.T
+	http, grpc string
+	stop       context.CancelFunc
+	done       chan error
+}
+
+func (n *node) start() {
+	n.t.Helper()
+	srv, err := server.New(server.Config{
+		HTTPAddr:       n.http,
+		GRPCAddr:       n.grpc,
+		AllowedOrigins: []string{"127.0.0.1:*"},
+		Logger:         testLogger(n.t),
+	})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stop, n.done = cancel, make(chan error, 1)
+	go func() { n.done <- srv.Run(ctx) }()
+}
+
+func (n *node) halt() {
+	n.stop()
+	if err := <-n.done; err != nil {
+		n.t.Errorf("node: %v", err)
+	}
+}
+
+// TestPagesSurviveRestart stops and restarts Switchboard under open pages:
+// they show "reconnecting", then the right count again, with no reload.
+func TestPagesSurviveRestart(t *testing.T) {
+	n := &node{t: t, http: freeAddr(t), grpc: freeAddr(t)}
+	n.start()
+	var once sync.Once
+	t.Cleanup(func() { once.Do(n.halt) })
+
+	sb, err := client.Dial(n.grpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	web := httptest.NewServer(site.New(site.Config{
+		Switchboard: sb,
+		PublicURLs:  func() []string { return []string{"ws://" + n.http + "/ws"} },
+		Logger:      testLogger(t),
+	}))
+	defer web.Close()
+
+	browser := browsertest.Browser(t)
+	a, _ := browsertest.Tab(t, browser, web.URL)
+	b, _ := browsertest.Tab(t, browser, web.URL)
+	for i, tab := range []context.Context{a, b} {
+		waitJS(t, tab, fmt.Sprintf("page %d", i), countIs(2))
+		if _, err := chromedp.Run(tab, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	once.Do(n.halt)
+	for i, tab := range []context.Context{a, b} {
+		waitJS(t, tab, fmt.Sprintf("page %d while the node is down", i), `document.querySelector('[data-testid=state]').textContent === "reconnecting"`)
+	}
+	once = sync.Once{}
+	n.start()
+	for i, tab := range []context.Context{a, b} {
+		waitJS(t, tab, fmt.Sprintf("page %d after the restart", i), countIs(2)+` && document.querySelector('[data-testid=state]').textContent === "open" && window.notReloaded === true`)
+	}
+	res := post(t, web.URL+"/api/messages", map[string]string{"text": "after the restart"})
+	if got := res["recipients"]; got != float64(2) {
+		t.Errorf("got recipients %v; want 2", got)
+	}
+	for i, tab := range []context.Context{a, b} {
+		waitJS(t, tab, fmt.Sprintf("page %d", i), hasMessage("after the restart"))
+	}
+}

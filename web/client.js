@@ -1,0 +1,187 @@
+/*! Switchboard browser client. No dependencies. Served at /client.js.
+ *
+ *   const sb = Switchboard.connect(["wss://rt.example.com/ws", "wss://rt2.example.com/ws"]);
+ *   sb.onCount(n => el.textContent = n);
+ *   sb.on("ShowMessage", data => show(data.text));
+ *   sb.subscribe("quotes");
+ *   sb.onState(s => banner.hidden = s === "open");   // "connecting" | "open" | "reconnecting" | "closed"
+ *
+ * It reconnects with capped, jittered exponential backoff, moving to the next
+ * URL after each failure, and resubscribes its channels after reconnecting.
+ */
+(function (root) {
+  "use strict";
+
+  var DEFAULTS = {
+    minDelay: 250,    // ms before the first reconnect
+    maxDelay: 10000,  // ms cap of the backoff
+    factor: 2         // backoff growth per failed attempt
+  };
+
+  // toWS turns "/ws", "https://host/ws" or "wss://host/ws" into a WebSocket URL.
+  function toWS(u, base) {
+    var url = new URL(u, base);
+    if (url.protocol === "http:") url.protocol = "ws:";
+    if (url.protocol === "https:") url.protocol = "wss:";
+    return url.href;
+  }
+
+  function scriptBase() {
+    var s = typeof document !== "undefined" && document.currentScript;
+    if (s && s.src) return s.src;
+    return typeof location !== "undefined" ? location.href : undefined;
+  }
+  var base = scriptBase();
+
+  function Client(urls, opts) {
+    if (urls == null || urls === "") urls = ["/ws"];
+    if (!Array.isArray(urls)) urls = String(urls).split(",");
+    opts = opts || {};
+    this._urls = urls.map(function (u) { return toWS(u.trim(), base); });
+    this._opts = {};
+    for (var k in DEFAULTS) this._opts[k] = opts[k] != null ? opts[k] : DEFAULTS[k];
+    this._handlers = {};      // event -> [fn]
+    this._countFns = [];
+    this._stateFns = [];
+    this._channels = {};      // subscribed channel names
+    this._i = 0;              // index of the URL in use
+    this._attempt = 0;        // failed attempts since the last success
+    this._ws = null;
+    this._timer = null;
+    this._closed = false;
+    this.state = "";
+    this.count = null;        // last count received
+    this._connect();
+  }
+
+  Client.prototype._setState = function (s) {
+    if (this.state === s) return;
+    this.state = s;
+    for (var i = 0; i < this._stateFns.length; i++) call(this._stateFns[i], s);
+  };
+
+  Client.prototype._connect = function () {
+    var self = this;
+    this._setState(this._attempt === 0 && this.count === null ? "connecting" : "reconnecting");
+    var ws;
+    try {
+      ws = new WebSocket(this._urls[this._i]);
+    } catch (e) {
+      this._retry(0);
+      return;
+    }
+    this._ws = ws;
+    var opened = false;
+    ws.onopen = function () {
+      opened = true;
+      for (var ch in self._channels) self._send({ type: "subscribe", channel: ch });
+    };
+    ws.onmessage = function (e) {
+      var f;
+      try { f = JSON.parse(e.data); } catch (err) { return; }
+      if (f.type === "count") {
+        // The first count frame proves the node serves us: reset the backoff.
+        self._attempt = 0;
+        self._setState("open");
+        self.count = f.connections;
+        for (var i = 0; i < self._countFns.length; i++) call(self._countFns[i], f.connections);
+      } else if (f.type === "message") {
+        var fns = (self._handlers[f.event] || []).concat(self._handlers["*"] || []);
+        for (var j = 0; j < fns.length; j++) call(fns[j], f.data, f);
+      }
+    };
+    ws.onclose = function (e) {
+      if (self._ws !== ws) return;
+      self._ws = null;
+      if (self._closed) return;
+      // 1012: the node hands us to another, come back at once (the server
+      // already spreads these); anything else backs off.
+      var soon = opened && e.code === 1012;
+      self._retry(soon ? 1 : 0);
+    };
+  };
+
+  // _retry schedules the next attempt on the next URL. A quick retry skips
+  // the backoff but keeps some jitter.
+  Client.prototype._retry = function (quick) {
+    if (this._closed) return;
+    this._setState("reconnecting");
+    this._i = (this._i + 1) % this._urls.length;
+    var o = this._opts;
+    var delay;
+    if (quick) {
+      delay = Math.random() * o.minDelay;
+    } else {
+      var cap = Math.min(o.maxDelay, o.minDelay * Math.pow(o.factor, this._attempt));
+      delay = cap / 2 + Math.random() * cap / 2; // "equal jitter"
+      this._attempt++;
+    }
+    var self = this;
+    this._timer = setTimeout(function () { self._timer = null; self._connect(); }, delay);
+  };
+
+  Client.prototype._send = function (f) {
+    if (this._ws && this._ws.readyState === 1) this._ws.send(JSON.stringify(f));
+  };
+
+  // on calls fn(data, message) for every message of event ("*": all events).
+  // It returns a function that removes fn.
+  Client.prototype.on = function (event, fn) {
+    var list = this._handlers[event] || (this._handlers[event] = []);
+    list.push(fn);
+    return function () { var i = list.indexOf(fn); if (i >= 0) list.splice(i, 1); };
+  };
+
+  // onCount calls fn(n) with the online count, at once if one is known.
+  Client.prototype.onCount = function (fn) {
+    var list = this._countFns;
+    list.push(fn);
+    if (this.count !== null) call(fn, this.count);
+    return function () { var i = list.indexOf(fn); if (i >= 0) list.splice(i, 1); };
+  };
+
+  // onState calls fn(state) on every change of the connection state:
+  // "connecting", "open", "reconnecting" or "closed"; at once with the current one.
+  Client.prototype.onState = function (fn) {
+    var list = this._stateFns;
+    list.push(fn);
+    if (this.state) call(fn, this.state);
+    return function () { var i = list.indexOf(fn); if (i >= 0) list.splice(i, 1); };
+  };
+
+  // subscribe joins channel, now and after every reconnect.
+  Client.prototype.subscribe = function (channel) {
+    if (this._channels[channel]) return;
+    this._channels[channel] = true;
+    this._send({ type: "subscribe", channel: channel });
+  };
+
+  // unsubscribe leaves channel.
+  Client.prototype.unsubscribe = function (channel) {
+    if (!this._channels[channel]) return;
+    delete this._channels[channel];
+    this._send({ type: "unsubscribe", channel: channel });
+  };
+
+  // close disconnects for good.
+  Client.prototype.close = function () {
+    this._closed = true;
+    if (this._timer) clearTimeout(this._timer);
+    if (this._ws) this._ws.close(1000, "client closed");
+    this._ws = null;
+    this._setState("closed");
+  };
+
+  function call(fn, a, b) {
+    try { fn(a, b); } catch (e) { setTimeout(function () { throw e; }); }
+  }
+
+  var Switchboard = {
+    // connect opens a client to one or more socket server URLs (an array,
+    // or a comma-separated string; default: /ws next to this script).
+    connect: function (urls, opts) { return new Client(urls, opts); },
+    Client: Client
+  };
+  if (typeof module === "object" && module.exports) module.exports = Switchboard;
+  else root.Switchboard = Switchboard;
+})(typeof self !== "undefined" ? self : this);
