@@ -19,6 +19,9 @@ import (
 // value is never encoded in full. A nil v is null; object keys are sorted
 // so the same value always encodes to the same bytes.
 func encodeValue(dst []byte, v *structpb.Value, max int) ([]byte, error) {
+	if v == nil {
+		return append(dst, "null"...), nil
+	}
 	e := valueEncoder{buf: dst, limit: len(dst) + max, max: max}
 	if err := e.value(v, 0); err != nil {
 		return nil, err
@@ -54,7 +57,11 @@ func (e *valueEncoder) value(v *structpb.Value, depth int) error {
 	}
 	var err error
 	switch k := v.GetKind().(type) {
-	case nil, *structpb.Value_NullValue:
+	case nil:
+		// Some clients (proto-loader given a plain object) send this for
+		// values they failed to convert: refuse rather than deliver null.
+		return errors.New("data holds a google.protobuf.Value with no kind set; use null_value for null")
+	case *structpb.Value_NullValue:
 		dst = append(dst, "null"...)
 	case *structpb.Value_BoolValue:
 		dst = strconv.AppendBool(dst, k.BoolValue)

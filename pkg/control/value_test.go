@@ -111,12 +111,22 @@ func TestEncodeValueMatchesJSON(t *testing.T) {
 		})
 	}
 
-	t.Run("nil is null", func(t *testing.T) {
+	t.Run("unset is null", func(t *testing.T) {
 		t.Parallel()
-		for _, v := range []*structpb.Value{nil, {}} {
-			got, err := encodeValue(nil, v, DefaultMaxDataBytes)
-			if err != nil || string(got) != "null" {
-				t.Errorf("encodeValue(%v): got %s, %v; want null", v, got, err)
+		got, err := encodeValue(nil, nil, DefaultMaxDataBytes)
+		if err != nil || string(got) != "null" {
+			t.Errorf("encodeValue(nil): got %s, %v; want null", got, err)
+		}
+	})
+	t.Run("a value with no kind is refused", func(t *testing.T) {
+		t.Parallel()
+		for _, v := range []*structpb.Value{
+			{},
+			structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{{}}}),
+			structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"text": {}}}),
+		} {
+			if got, err := encodeValue(nil, v, DefaultMaxDataBytes); err == nil {
+				t.Errorf("encodeValue(%v): got %s; want an error", v, got)
 			}
 		}
 	})

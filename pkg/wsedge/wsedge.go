@@ -115,7 +115,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hw := &hijackRecorder{ResponseWriter: w}
 	ws, err := websocket.Accept(hw, r, &h.accept)
 	if err != nil {
-		h.log.Debug("refused websocket upgrade", "remote", r.RemoteAddr, "err", err)
+		h.log.Info("refused websocket upgrade", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		return
 	}
 	if !h.track(hw.conn) {

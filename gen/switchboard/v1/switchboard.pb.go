@@ -34,9 +34,15 @@ type EmitMessageRequest struct {
 	// Payload: any JSON value. Unset means JSON null.
 	Data *structpb.Value `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	// Channel whose subscribers receive the event; empty means every browser.
-	Channel       string `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Channel string `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
+	// Optional key that makes retries safe: an emit whose key this node has
+	// seen within the last few minutes is not delivered again, and its
+	// response repeats the first one's with duplicate set. The key also
+	// becomes the message id, so browsers can drop a copy that a retry on
+	// another node delivers after a fail-over. At most 128 bytes.
+	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EmitMessageRequest) Reset() {
@@ -90,6 +96,13 @@ func (x *EmitMessageRequest) GetChannel() string {
 	return ""
 }
 
+func (x *EmitMessageRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 // EmitMessageResponse identifies the message and says how many browser
 // connections it was queued to.
 type EmitMessageResponse struct {
@@ -97,7 +110,10 @@ type EmitMessageResponse struct {
 	// Unique id of the message, also carried in the browsers' frames.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Number of connections the message was queued to.
-	Recipients    int64 `protobuf:"varint,2,opt,name=recipients,proto3" json:"recipients,omitempty"`
+	Recipients int64 `protobuf:"varint,2,opt,name=recipients,proto3" json:"recipients,omitempty"`
+	// True when idempotency_key matched an earlier emit, which was not
+	// delivered again.
+	Duplicate     bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -144,6 +160,13 @@ func (x *EmitMessageResponse) GetRecipients() int64 {
 		return x.Recipients
 	}
 	return 0
+}
+
+func (x *EmitMessageResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
 }
 
 // GetOnlineCountRequest selects the audience to count.
@@ -334,16 +357,18 @@ var File_switchboard_v1_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\n" +
-	" switchboard/v1/switchboard.proto\x12\x0eswitchboard.v1\x1a\x1cgoogle/protobuf/struct.proto\"p\n" +
+	" switchboard/v1/switchboard.proto\x12\x0eswitchboard.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x99\x01\n" +
 	"\x12EmitMessageRequest\x12\x14\n" +
 	"\x05event\x18\x01 \x01(\tR\x05event\x12*\n" +
 	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x04data\x12\x18\n" +
-	"\achannel\x18\x03 \x01(\tR\achannel\"E\n" +
+	"\achannel\x18\x03 \x01(\tR\achannel\x12'\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"c\n" +
 	"\x13EmitMessageResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
 	"recipients\x18\x02 \x01(\x03R\n" +
-	"recipients\"1\n" +
+	"recipients\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"1\n" +
 	"\x15GetOnlineCountRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\":\n" +
 	"\x16GetOnlineCountResponse\x12 \n" +
