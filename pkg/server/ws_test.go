@@ -82,6 +82,19 @@ func TestCountAfterConnectStorm(t *testing.T) {
 		t.Fatalf("dial: got %v; want nil", err)
 	}
 	n.waitCount(t, "", total)
+	// Count frames are coalesced: the first browser saw the whole storm, yet
+	// it must not get anything like one frame per connect.
+	for _, b := range browsers {
+		b.waitCount(t, total)
+	}
+	var most int64
+	for _, b := range browsers {
+		most = max(most, b.counts.Load())
+	}
+	if most > total/5 {
+		t.Errorf("a browser got %d count frames during a storm of %d connects; want far fewer (coalesced)", most, total)
+	}
+	t.Logf("storm of %d connects: at most %d count frames per browser", total, most)
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	rng.Shuffle(len(browsers), func(i, j int) { browsers[i], browsers[j] = browsers[j], browsers[i] })
