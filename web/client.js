@@ -8,6 +8,8 @@
  *
  * It reconnects with capped, jittered exponential backoff, moving to the next
  * URL after each failure, and resubscribes its channels after reconnecting.
+ * It drops a message whose id it has seen among the last 1000, so that a
+ * message a retried emit delivers again after a fail-over shows once.
  */
 (function (root) {
   "use strict";
@@ -17,6 +19,7 @@
     maxDelay: 10000,  // ms cap of the backoff
     factor: 2         // backoff growth per failed attempt
   };
+  var SEEN_IDS = 1000; // message ids remembered to drop duplicates
 
   // toWS turns "/ws", "https://host/ws" or "wss://host/ws" into a WebSocket URL.
   function toWS(u, base) {
@@ -51,6 +54,9 @@
     this._closed = false;
     this.state = "";
     this.count = null;        // last count received
+    this._seen = {};          // message ids received recently, as keys
+    this._seenRing = [];      // the same ids, oldest first from _seenAt
+    this._seenAt = 0;
     this._connect();
   }
 
@@ -86,6 +92,7 @@
         self.count = f.connections;
         for (var i = 0; i < self._countFns.length; i++) call(self._countFns[i], f.connections);
       } else if (f.type === "message") {
+        if (self._dup(f.id)) return;
         var fns = (self._handlers[f.event] || []).concat(self._handlers["*"] || []);
         for (var j = 0; j < fns.length; j++) call(fns[j], f.data, f);
       }
@@ -118,6 +125,23 @@
     }
     var self = this;
     this._timer = setTimeout(function () { self._timer = null; self._connect(); }, delay);
+  };
+
+  // _dup reports whether message id was seen recently, and remembers it.
+  Client.prototype._dup = function (id) {
+    if (typeof id !== "string" || id === "") return false;
+    var key = "#" + id; // never clashes with Object.prototype's names
+    if (this._seen[key]) return true;
+    var ring = this._seenRing;
+    if (ring.length < SEEN_IDS) {
+      ring.push(key);
+    } else {
+      delete this._seen[ring[this._seenAt]];
+      ring[this._seenAt] = key;
+      this._seenAt = (this._seenAt + 1) % SEEN_IDS;
+    }
+    this._seen[key] = true;
+    return false;
   };
 
   Client.prototype._send = function (f) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,13 @@ sb.on("*", (data, msg) => log.all.push(msg.event));
 
 func startNode(t *testing.T) *server.Server {
 	t.Helper()
+	srv, _ := startStoppableNode(t)
+	return srv
+}
+
+// startStoppableNode runs a node until the test ends or stop is called.
+func startStoppableNode(t *testing.T) (_ *server.Server, stop func()) {
+	t.Helper()
 	srv, err := server.New(server.Config{
 		HTTPAddr:       "127.0.0.1:0",
 		GRPCAddr:       "127.0.0.1:0",
@@ -47,13 +55,17 @@ func startNode(t *testing.T) *server.Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	return srv
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("node: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return srv, stop
 }
 
 func deadAddr(t *testing.T) string {
@@ -205,4 +217,46 @@ func TestClientLibrary(t *testing.T) {
 			t.Errorf("the library reconnected after close: count %d", n)
 		}
 	})
+}
+
+// TestClientDropsRepeatedIDs replays a fail-over: a web server's emit is
+// retried on the standby after the page already got it from the primary.
+// The idempotency key is the message id, so the page shows it once.
+func TestClientDropsRepeatedIDs(t *testing.T) {
+	primary, stopPrimary := startStoppableNode(t)
+	standby := startNode(t)
+	urls, _ := json.Marshal([]string{"ws://" + primary.HTTPAddr() + "/ws", "ws://" + standby.HTTPAddr() + "/ws"})
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, page, primary.HTTPAddr(), urls)
+	}))
+	defer web.Close()
+	tab, _ := browsertest.Tab(t, browsertest.Browser(t), web.URL)
+	waitJS(t, tab, `sb.state === "open"`)
+
+	ctx := context.Background()
+	emit := func(node *server.Server, key string, data any) {
+		t.Helper()
+		c, err := client.Dial(node.GRPCAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Emit(ctx, "A", data, client.WithIdempotencyKey(key)); err != nil {
+			t.Fatalf("emit %s: %v", key, err)
+		}
+	}
+	emit(primary, "k-1", "first")
+	waitJS(t, tab, `log.events.length === 1`)
+
+	stopPrimary()
+	waitJS(t, tab, `sb.state === "open" && log.states.includes("reconnecting")`)
+	if n := standby.Hub().Count(""); n != 1 {
+		t.Fatalf("standby count: got %d; want 1", n)
+	}
+	emit(standby, "k-1", "first")  // the retry
+	emit(standby, "k-2", "second") // a marker behind it
+	waitJS(t, tab, `log.all.length >= 2 && log.events.at(-1) === 'A:"second":'`)
+	if got := evalJS[[]string](t, tab, `log.events`); len(got) != 2 {
+		t.Errorf("events: got %q; want first and second once each", got)
+	}
 }

@@ -28,7 +28,7 @@ func TestClientHandler(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, ifNoneMatch string
-		want               int
+		want              int
 	}{
 		{"same ETag", etag, http.StatusNotModified},
 		{"other ETag", `"stale"`, http.StatusOK},

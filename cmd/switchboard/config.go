@@ -32,6 +32,8 @@ var options = []option{
 	{"count-interval", "SWITCHBOARD_COUNT_INTERVAL", "100ms", "shortest time between two count frames to browsers"},
 	{"shutdown-timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", "10s", "deadline for a graceful shutdown"},
 	{"max-data-bytes", "SWITCHBOARD_MAX_DATA_BYTES", "65536", "largest message data, as JSON"},
+	{"primary-addr", "SWITCHBOARD_PRIMARY_ADDR", "", "the primary's gRPC address; setting it makes this node the standby"},
+	{"hand-back-spread", "SWITCHBOARD_HAND_BACK_SPREAD", "3s", "window over which a standby hands its browsers back to the primary"},
 	{"log-format", "SWITCHBOARD_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "SWITCHBOARD_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
 }
@@ -65,9 +67,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	get := func(name string) string { return strings.TrimSpace(vals[name].s) }
 
 	cfg := server.Config{
-		HTTPAddr: get("http-addr"),
-		GRPCAddr: get("grpc-addr"),
-		APIToken: get("api-token"),
+		HTTPAddr:    get("http-addr"),
+		GRPCAddr:    get("grpc-addr"),
+		APIToken:    get("api-token"),
+		PrimaryAddr: get("primary-addr"),
 	}
 	var errs []error
 	parse := func(name string, fn func(string) error) {
@@ -85,6 +88,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	parse("keepalive", positiveDuration(&cfg.KeepAlive))
 	parse("count-interval", positiveDuration(&cfg.Hub.CountInterval))
 	parse("shutdown-timeout", positiveDuration(&cfg.ShutdownTimeout))
+	parse("hand-back-spread", positiveDuration(&cfg.HandBackSpread))
 	parse("max-data-bytes", func(s string) error {
 		n, err := strconv.Atoi(s)
 		if err != nil || n <= 0 {

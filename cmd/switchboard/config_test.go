@@ -26,6 +26,7 @@ func defaults() server.Config {
 		KeepAlive:       20 * time.Second,
 		ShutdownTimeout: 10 * time.Second,
 		MaxDataBytes:    65536,
+		HandBackSpread:  3 * time.Second,
 		Hub:             hub.Config{CountInterval: 100 * time.Millisecond},
 	}
 }
@@ -51,8 +52,11 @@ func TestParseConfig(t *testing.T) {
 				"SWITCHBOARD_COUNT_INTERVAL":   "250ms",
 				"SWITCHBOARD_SHUTDOWN_TIMEOUT": "3s",
 				"SWITCHBOARD_MAX_DATA_BYTES":   "1024",
+				"SWITCHBOARD_PRIMARY_ADDR":     "primary:9090",
+				"SWITCHBOARD_HAND_BACK_SPREAD": "5s",
 			},
 			want: func(c *server.Config) {
+				c.PrimaryAddr, c.HandBackSpread = "primary:9090", 5*time.Second
 				c.HTTPAddr, c.GRPCAddr, c.APIToken, c.Insecure = "127.0.0.1:1", "0.0.0.0:2", "s3cret", true
 				c.AllowedOrigins = []string{"example.com", "*.example.org"}
 				c.KeepAlive, c.Hub.CountInterval, c.ShutdownTimeout, c.MaxDataBytes = 5*time.Second, 250*time.Millisecond, 3*time.Second, 1024
@@ -68,6 +72,7 @@ func TestParseConfig(t *testing.T) {
 			args: []string{
 				"--http-addr=127.0.0.1:3", "--grpc-addr", "127.0.0.1:4", "--api-token=flag-token", "--insecure=false",
 				"--allowed-origins=*", "--keepalive=7s", "-count-interval=1s", "--shutdown-timeout=4s", "--max-data-bytes=2048",
+				"--primary-addr=10.0.0.1:9090", "--hand-back-spread=1s",
 			},
 			env: map[string]string{
 				"SWITCHBOARD_HTTP_ADDR":        "127.0.0.1:1",
@@ -79,8 +84,11 @@ func TestParseConfig(t *testing.T) {
 				"SWITCHBOARD_COUNT_INTERVAL":   "250ms",
 				"SWITCHBOARD_SHUTDOWN_TIMEOUT": "3s",
 				"SWITCHBOARD_MAX_DATA_BYTES":   "1024",
+				"SWITCHBOARD_PRIMARY_ADDR":     "primary:9090",
+				"SWITCHBOARD_HAND_BACK_SPREAD": "5s",
 			},
 			want: func(c *server.Config) {
+				c.PrimaryAddr, c.HandBackSpread = "10.0.0.1:9090", time.Second
 				c.HTTPAddr, c.GRPCAddr, c.APIToken, c.Insecure = "127.0.0.1:3", "127.0.0.1:4", "flag-token", false
 				c.AllowedOrigins = []string{"*"}
 				c.KeepAlive, c.Hub.CountInterval, c.ShutdownTimeout, c.MaxDataBytes = 7*time.Second, time.Second, 4*time.Second, 2048
@@ -162,6 +170,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"count-interval", "SWITCHBOARD_COUNT_INTERVAL", "100"},
 		{"shutdown-timeout", "SWITCHBOARD_SHUTDOWN_TIMEOUT", "ten seconds"},
 		{"insecure", "SWITCHBOARD_INSECURE", "maybe"},
+		{"hand-back-spread", "SWITCHBOARD_HAND_BACK_SPREAD", "0"},
 		{"max-data-bytes", "SWITCHBOARD_MAX_DATA_BYTES", "64k"},
 		{"max-data-bytes", "SWITCHBOARD_MAX_DATA_BYTES", "0"},
 		{"log-level", "SWITCHBOARD_LOG_LEVEL", "loud"},

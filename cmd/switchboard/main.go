@@ -3,6 +3,10 @@
 //
 // Every flag has an environment variable; flags win over the environment,
 // which wins over the defaults. Run "switchboard -h" for the list.
+//
+// "switchboard healthcheck" probes a running node over HTTP and exits 0
+// when it answers; container health checks use it, as the image has no
+// shell tools.
 package main
 
 import (
@@ -26,6 +30,9 @@ func main() {
 // run is main with its inputs made explicit; it returns the exit code: 0
 // after a clean shutdown, 1 when the node fails, 2 for a bad configuration.
 func run(args []string, getenv func(string) string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck(args[1:], getenv, stderr)
+	}
 	// Catch signals before binding anything, so that a SIGTERM during
 	// start-up still shuts down cleanly instead of killing the process.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -14,15 +14,21 @@
 //
 // Errors from the server keep their gRPC status: status.Code(err) returns
 // codes.InvalidArgument for bad input, codes.Unauthenticated for a missing
-// or wrong token, codes.Unavailable while the node is down or draining.
+// or wrong token, codes.Unavailable while the node is down, draining or a
+// passive standby. Emit and Watch retry codes.Unavailable on their own
+// (Emit until its context ends, with an idempotency key so that a retry
+// is delivered once), so they ride through a fail-over.
 package client
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -154,6 +160,10 @@ type EmitResult struct {
 	// Recipients is the number of browser connections on the node the
 	// message was queued to.
 	Recipients int64
+	// Duplicate reports that the node had already delivered a message with
+	// this idempotency key (an earlier attempt whose answer was lost) and
+	// did not deliver it again; ID and Recipients are the first attempt's.
+	Duplicate bool
 }
 
 // EmitOption configures one Emit.
@@ -161,6 +171,18 @@ type EmitOption func(*emitOptions)
 
 type emitOptions struct {
 	channel string
+	key     string
+}
+
+// WithIdempotencyKey sets the emit's idempotency key, which is also the
+// message id browsers see: 1 to 128 bytes of printable UTF-8, unique per
+// message. Emits with a key a node has seen in the last few minutes are
+// not delivered again, and browsers drop a message id they have seen, so
+// a web server that retries a request after a crash can pass a key
+// derived from it (an order id, say) to emit once. Default: a random
+// 128-bit key per Emit call, shared by its retries.
+func WithIdempotencyKey(key string) EmitOption {
+	return func(o *emitOptions) { o.key = key }
 }
 
 // ToChannel sends the message only to the browsers subscribed to channel
@@ -177,8 +199,15 @@ func ToChannel(channel string) EmitOption {
 //
 // Data JSON cannot hold (a channel, a func, NaN) fails locally with
 // codes.InvalidArgument, as does whatever the server rejects: an empty or
-// invalid event name, an invalid channel name, data over its size limit.
-// Emit is not retried: a failed call may or may not have been delivered.
+// invalid event name, an invalid channel name, data over its size limit,
+// an invalid idempotency key.
+//
+// Emit retries while the node is unreachable, draining or a passive
+// standby (codes.Unavailable), with jittered exponential backoff from
+// 50 ms to 2 s, until it succeeds or ctx ends: give ctx a deadline. Every
+// attempt carries the same idempotency key (see WithIdempotencyKey), so
+// the message is delivered once even when an attempt's answer was lost;
+// the browsers' client.js also drops a copy a fail-over delivers twice.
 func (c *Client) Emit(ctx context.Context, event string, data any, opts ...EmitOption) (EmitResult, error) {
 	var o emitOptions
 	for _, opt := range opts {
@@ -188,11 +217,54 @@ func (c *Client) Emit(ctx context.Context, event string, data any, opts ...EmitO
 	if err != nil {
 		return EmitResult{}, fmt.Errorf("failed to emit: %w", err)
 	}
-	res, err := c.api.EmitMessage(ctx, &switchboardv1.EmitMessageRequest{Event: event, Data: v, Channel: o.channel})
-	if err != nil {
-		return EmitResult{}, fmt.Errorf("failed to emit: %w", err)
+	if o.key == "" {
+		o.key = newKey()
 	}
-	return EmitResult{ID: res.GetId(), Recipients: res.GetRecipients()}, nil
+	req := &switchboardv1.EmitMessageRequest{Event: event, Data: v, Channel: o.channel, IdempotencyKey: o.key}
+	for attempt := 0; ; attempt++ {
+		res, err := c.api.EmitMessage(ctx, req)
+		if err == nil {
+			return EmitResult{ID: res.GetId(), Recipients: res.GetRecipients(), Duplicate: res.GetDuplicate()}, nil
+		}
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil || c.closed() {
+			return EmitResult{}, fmt.Errorf("failed to emit: %w", err)
+		}
+		t := time.NewTimer(emitDelay(attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return EmitResult{}, fmt.Errorf("failed to emit: %w (then %w)", err, ctx.Err())
+		case <-c.done:
+			t.Stop()
+			return EmitResult{}, fmt.Errorf("failed to emit: client closed: %w", err)
+		}
+	}
+}
+
+// The bounds of the delay between two attempts of one Emit.
+const (
+	emitMinDelay = 50 * time.Millisecond
+	emitMaxDelay = 2 * time.Second
+)
+
+// emitDelay returns the wait after failed attempt n (0-based): doubling
+// from emitMinDelay to emitMaxDelay, with equal jitter.
+func emitDelay(n int) time.Duration {
+	d := emitMaxDelay
+	if n < 16 {
+		d = min(emitMaxDelay, emitMinDelay<<n)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+var keyEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newKey returns a random 128-bit idempotency key in 26 characters.
+func newKey() string {
+	var b [16]byte
+	crand.Read(b[:])
+	return keyEncoding.EncodeToString(b[:])
 }
 
 // Count returns the number of open browser connections, or the number of

@@ -26,7 +26,8 @@ const (
 // sees after a burst is the true count.
 //
 // Watch outlives the node: when the stream breaks (the node restarts,
-// drains, or is unreachable) it reopens it with jittered exponential
+// drains, is unreachable, or is a standby handing over to its primary,
+// all codes.Unavailable) it reopens it with jittered exponential
 // backoff, waiting up to 100 ms at first and doubling to at most 5 s,
 // back to the start once a value arrives.
 // While no node answers fn is not called, so its last value may be stale.

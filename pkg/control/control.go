@@ -6,6 +6,8 @@ package control
 import (
 	"context"
 	"errors"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -24,6 +26,8 @@ const (
 	DefaultMaxDataBytes = 64 << 10
 	// MaxDataDepth is the deepest nesting of lists and structs in data.
 	MaxDataDepth = 32
+	// MaxKeyLen is the longest idempotency key, in bytes.
+	MaxKeyLen = 128
 )
 
 // Config tunes a Service. Only Hub is required.
@@ -67,11 +71,15 @@ func (s *Service) EmitMessage(ctx context.Context, req *switchboardv1.EmitMessag
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid data: %v", err)
 	}
-	id, n, err := s.hub.Emit(ctx, hub.Message{Event: req.GetEvent(), Channel: req.GetChannel(), Data: data})
+	key := req.GetIdempotencyKey()
+	if err := validateKey(key); err != nil {
+		return nil, err
+	}
+	res, err := s.hub.EmitOnce(ctx, key, hub.Message{Event: req.GetEvent(), Channel: req.GetChannel(), Data: data})
 	if err != nil {
 		return nil, hubError(err)
 	}
-	return &switchboardv1.EmitMessageResponse{Id: id, Recipients: int64(n)}, nil
+	return &switchboardv1.EmitMessageResponse{Id: res.ID, Recipients: int64(res.Recipients), Duplicate: res.Duplicate}, nil
 }
 
 // GetOnlineCount returns the current count.
@@ -79,11 +87,14 @@ func (s *Service) GetOnlineCount(_ context.Context, req *switchboardv1.GetOnline
 	if err := validateChannel(req.GetChannel()); err != nil {
 		return nil, err
 	}
+	if s.hub.Paused() {
+		return nil, hubError(hub.ErrPaused)
+	}
 	return &switchboardv1.GetOnlineCountResponse{Connections: s.hub.Count(req.GetChannel())}, nil
 }
 
 // WatchCount streams the count until the caller goes away or the server
-// drains; a draining server ends the stream with UNAVAILABLE so the caller
+// drains or pauses; either ends the stream with UNAVAILABLE so the caller
 // reconnects, perhaps to another node.
 func (s *Service) WatchCount(req *switchboardv1.WatchCountRequest, stream switchboardv1.SwitchboardService_WatchCountServer) error {
 	if err := validateChannel(req.GetChannel()); err != nil {
@@ -104,6 +115,8 @@ func hubError(err error) error {
 		return nil
 	case errors.Is(err, hub.ErrClosed):
 		return status.Error(codes.Unavailable, "server is draining: retry on another node")
+	case errors.Is(err, hub.ErrPaused):
+		return status.Error(codes.Unavailable, ErrStandbyMessage)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}
@@ -111,6 +124,30 @@ func hubError(err error) error {
 		return err
 	}
 	return status.Errorf(codes.Unavailable, "failed to publish: %v", err)
+}
+
+// ErrStandbyMessage is the text of the UNAVAILABLE status a paused
+// (standby) node answers with.
+const ErrStandbyMessage = "standby: primary is serving"
+
+// validateKey accepts an empty key (none) or 1 to MaxKeyLen bytes of
+// printable UTF-8: the key becomes the message id browsers see.
+func validateKey(key string) error {
+	if key == "" {
+		return nil
+	}
+	if len(key) > MaxKeyLen {
+		return status.Errorf(codes.InvalidArgument, "idempotency_key is longer than %d bytes", MaxKeyLen)
+	}
+	if !utf8.ValidString(key) {
+		return status.Error(codes.InvalidArgument, "invalid idempotency_key: not UTF-8")
+	}
+	for _, r := range key {
+		if !unicode.IsPrint(r) {
+			return status.Errorf(codes.InvalidArgument, "invalid idempotency_key: unprintable character %U", r)
+		}
+	}
+	return nil
 }
 
 func validateEvent(event string) error {

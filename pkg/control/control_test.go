@@ -64,6 +64,11 @@ func TestEmitMessageValidation(t *testing.T) {
 		{"channel too long", &switchboardv1.EmitMessageRequest{Event: "E", Channel: strings.Repeat("c", 129)}, codes.InvalidArgument},
 		{"data over MaxDataBytes", &switchboardv1.EmitMessageRequest{Event: "E", Data: structpb.NewStringValue(strings.Repeat("x", 999))}, codes.InvalidArgument},
 		{"data at MaxDataBytes", &switchboardv1.EmitMessageRequest{Event: "E", Data: structpb.NewStringValue(strings.Repeat("x", 998))}, codes.OK},
+		{"key", &switchboardv1.EmitMessageRequest{Event: "E", IdempotencyKey: "order 42/é"}, codes.OK},
+		{"key at the limit", &switchboardv1.EmitMessageRequest{Event: "E", IdempotencyKey: strings.Repeat("k", MaxKeyLen)}, codes.OK},
+		{"key too long", &switchboardv1.EmitMessageRequest{Event: "E", IdempotencyKey: strings.Repeat("k", MaxKeyLen+1)}, codes.InvalidArgument},
+		{"key with a control", &switchboardv1.EmitMessageRequest{Event: "E", IdempotencyKey: "a\n"}, codes.InvalidArgument},
+		{"key not UTF-8", &switchboardv1.EmitMessageRequest{Event: "E", IdempotencyKey: "a\xff"}, codes.InvalidArgument},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -154,5 +159,41 @@ func TestBrokerFailure(t *testing.T) {
 	_, err := s.EmitMessage(context.Background(), &switchboardv1.EmitMessageRequest{Event: "E"})
 	if got := status.Code(err); got != codes.Unavailable {
 		t.Errorf("EmitMessage with a failing broker: got %v (%v); want %v", got, err, codes.Unavailable)
+	}
+}
+
+func TestPausedHub(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, hub.Config{})
+	s := New(Config{Hub: h})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	watch := &fakeWatch{ctx: ctx, sent: make(chan int64, 16)}
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- s.WatchCount(&switchboardv1.WatchCountRequest{}, watch) }()
+	if got := <-watch.sent; got != 0 {
+		t.Errorf("first WatchCount value: got %d; want 0", got)
+	}
+	h.Pause()
+	wantErr := status.Error(codes.Unavailable, ErrStandbyMessage)
+	if err := <-watchErr; status.Code(err) != codes.Unavailable {
+		t.Errorf("WatchCount when the hub pauses: got %v; want %v", err, wantErr)
+	}
+	_, err := s.EmitMessage(ctx, &switchboardv1.EmitMessageRequest{Event: "E", IdempotencyKey: "k"})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || st.Message() != ErrStandbyMessage {
+		t.Errorf("EmitMessage on a paused hub: got %v; want %v", err, wantErr)
+	}
+	if _, err := s.GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("GetOnlineCount on a paused hub: got %v; want %v", err, wantErr)
+	}
+	h.Resume()
+	resp, err := s.EmitMessage(ctx, &switchboardv1.EmitMessageRequest{Event: "E", IdempotencyKey: "k"})
+	if err != nil || resp.GetId() != "k" || resp.GetDuplicate() {
+		t.Errorf("EmitMessage after Resume: got %v, %v; want id k, not a duplicate", resp, err)
+	}
+	resp, err = s.EmitMessage(ctx, &switchboardv1.EmitMessageRequest{Event: "E", IdempotencyKey: "k"})
+	if err != nil || resp.GetId() != "k" || !resp.GetDuplicate() {
+		t.Errorf("EmitMessage again: got %v, %v; want id k, a duplicate", resp, err)
 	}
 }

@@ -41,7 +41,7 @@ type Client struct {
 
 // Register adds a connection whose frames are written through t, sends it
 // the current count and starts its writer. It fails with ErrClosed while
-// the hub drains.
+// the hub drains and with ErrPaused while it is paused.
 func (h *Hub) Register(t Transport) (*Client, error) {
 	c := &Client{
 		h:         h,
@@ -53,9 +53,9 @@ func (h *Hub) Register(t Transport) (*Client, error) {
 	}
 	s := h.clientShard(c)
 	s.mu.Lock()
-	if h.draining.Load() {
+	if err := h.refuse(); err != nil {
 		s.mu.Unlock()
-		return nil, ErrClosed
+		return nil, err
 	}
 	s.clients[c] = struct{}{}
 	h.local.Add(1)

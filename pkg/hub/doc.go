@@ -7,4 +7,10 @@
 // never delays the others and no lock is held while writing to a socket.
 // Messages and counts from other nodes arrive through a Broker, whose
 // default, Local, is a single node that needs nothing outside the process.
+//
+// For fail-over, a standby node pauses its hub while its primary serves
+// (Pause: no new clients, emits or watches; watches in progress end with
+// ErrPaused) and hands its clients back (HandBack: close with
+// ReasonHandBack, spread over a window). EmitOnce makes emits idempotent:
+// a key seen recently is not delivered again.
 package hub

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"log/slog"
+	mrand "math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,10 @@ var ErrClosed = errors.New("hub is closed")
 // ErrTooManySubscriptions is returned by Client.Subscribe when the client
 // already holds Config.MaxSubscriptions channels.
 var ErrTooManySubscriptions = errors.New("too many subscriptions")
+
+// ErrPaused is returned by Register, Emit, EmitOnce and Watch while the hub
+// is paused (see Pause): another node is the active one.
+var ErrPaused = errors.New("hub is paused: another node is active")
 
 // Config tunes a Hub. The zero value is ready to use.
 type Config struct {
@@ -50,6 +55,12 @@ type Config struct {
 	// MaxSubscriptions bounds the channels one client may subscribe to.
 	// Default: 64.
 	MaxSubscriptions int
+	// IdempotencyKeys bounds how many recent idempotency keys EmitOnce
+	// remembers. Default: 100,000 (a few MiB at most).
+	IdempotencyKeys int
+	// IdempotencyTTL is how long EmitOnce remembers a key. Default: 5
+	// minutes. A retry later than that is delivered again.
+	IdempotencyTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -76,6 +87,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSubscriptions <= 0 {
 		c.MaxSubscriptions = 64
+	}
+	if c.IdempotencyKeys <= 0 {
+		c.IdempotencyKeys = 100_000
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = 5 * time.Minute
 	}
 }
 
@@ -116,6 +133,10 @@ type Hub struct {
 
 	watchMu  sync.Mutex
 	watchers map[string]map[*watcher]struct{} // by channel; "" is everyone
+	paused   atomic.Bool                      // set and cleared under watchMu
+	pauseCh  chan struct{}                    // closed by Pause; Watch calls end on it
+
+	keys keyStore // recent idempotency keys
 
 	countWake   chan struct{} // wakes countLoop: globalDirty or localDirty is set
 	globalDirty atomic.Bool   // the cluster count changed since the last count frame
@@ -142,7 +163,9 @@ func New(cfg Config) (*Hub, error) {
 		watchers:  make(map[string]map[*watcher]struct{}),
 		countWake: make(chan struct{}, 1),
 		done:      make(chan struct{}),
+		pauseCh:   make(chan struct{}),
 	}
+	h.keys.init(cfg.IdempotencyKeys, cfg.IdempotencyTTL)
 	for i := range h.clients {
 		h.clients[i].clients = make(map[*Client]struct{})
 		h.channels[i].channels = make(map[string]map[*Client]struct{})
@@ -161,12 +184,50 @@ func (h *Hub) Draining() bool { return h.draining.Load() }
 // Node returns the name this node uses with its broker.
 func (h *Hub) Node() string { return h.cfg.Node }
 
+// Paused reports whether the hub is paused.
+func (h *Hub) Paused() bool { return h.paused.Load() }
+
+// Pause makes the hub refuse new clients, emits and watches with ErrPaused
+// and ends every Watch in progress with ErrPaused, without draining: the
+// clients already registered stay (end them with HandBack) and Resume
+// undoes it. A standby node pauses while its primary serves, so that one
+// node at a time counts everyone.
+func (h *Hub) Pause() {
+	h.watchMu.Lock()
+	defer h.watchMu.Unlock()
+	if !h.paused.Load() {
+		h.paused.Store(true)
+		close(h.pauseCh)
+	}
+}
+
+// Resume undoes Pause.
+func (h *Hub) Resume() {
+	h.watchMu.Lock()
+	defer h.watchMu.Unlock()
+	if h.paused.Load() {
+		h.paused.Store(false)
+		h.pauseCh = make(chan struct{})
+	}
+}
+
+// refuse returns why the hub takes no emits or clients now, if it does not.
+func (h *Hub) refuse() error {
+	switch {
+	case h.draining.Load():
+		return ErrClosed
+	case h.paused.Load():
+		return ErrPaused
+	}
+	return nil
+}
+
 // Emit assigns m an ID, queues it to every recipient on this node and hands
 // it to the broker for the other nodes. It returns the ID and the number of
 // local connections it was queued to. It never blocks on a client.
 func (h *Hub) Emit(ctx context.Context, m Message) (id string, recipients int, err error) {
-	if h.draining.Load() {
-		return "", 0, ErrClosed
+	if err := h.refuse(); err != nil {
+		return "", 0, err
 	}
 	m.ID = h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36)
 	recipients = h.deliver(m)
@@ -296,14 +357,16 @@ func (h *Hub) addTotal(delta int64) total {
 // again after every change until ctx ends, fn fails or the hub drains.
 // Changes that arrive while fn runs are coalesced: the next call carries
 // the latest count, so the last value seen after a burst is the true one.
-// It returns fn's error, ctx's error, or ErrClosed.
+// It returns fn's error, ctx's error, ErrClosed, or ErrPaused when the hub
+// is or becomes paused.
 func (h *Hub) Watch(ctx context.Context, channel string, fn func(count int64) error) error {
 	w := &watcher{notify: make(chan struct{}, 1)}
 	h.watchMu.Lock()
-	if h.draining.Load() {
+	if err := h.refuse(); err != nil {
 		h.watchMu.Unlock()
-		return ErrClosed
+		return err
 	}
+	paused := h.pauseCh
 	set := h.watchers[channel]
 	if set == nil {
 		set = make(map[*watcher]struct{})
@@ -334,6 +397,8 @@ func (h *Hub) Watch(ctx context.Context, channel string, fn func(count int64) er
 			return ctx.Err()
 		case <-h.done:
 			return ErrClosed
+		case <-paused:
+			return ErrPaused
 		}
 	}
 }
@@ -489,6 +554,56 @@ func (h *Hub) Disconnect(ctx context.Context, r Reason, spread time.Duration) er
 		}
 	}
 	return nil
+}
+
+// HandBack ends every local connection with ReasonHandBack, in random
+// order at jittered times spread over spread, so that the clients
+// reconnect (to the active node) without a stampede, and returns how many
+// it ended. When ctx ends it stops, leaving the rest connected. It does
+// not wait for the connections to finish closing. Call Pause first, or
+// the clients may come straight back.
+func (h *Hub) HandBack(ctx context.Context, spread time.Duration) int {
+	var all []*Client
+	for i := range h.clients {
+		s := &h.clients[i]
+		s.mu.RLock()
+		for c := range s.clients {
+			all = append(all, c)
+		}
+		s.mu.RUnlock()
+	}
+	mrand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	// Client i of n goes at a random time within its slot i*spread/n, in
+	// at most 100 slots: the closes are jittered yet span the window.
+	slots := min(len(all), 100)
+	per := 1
+	if slots > 0 {
+		per = (len(all) + slots - 1) / slots
+	}
+	start := time.Now()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	<-t.C
+	n := 0
+	for i := 0; i < slots && n < len(all); i++ {
+		if spread > 0 {
+			slot := spread / time.Duration(slots)
+			at := start.Add(time.Duration(i)*slot + mrand.N(slot+1))
+			t.Reset(time.Until(at))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			return n
+		}
+		for _, c := range all[n:min(n+per, len(all))] {
+			c.kick(ReasonHandBack)
+			n++
+		}
+	}
+	return n
 }
 
 // Drain stops the hub taking new clients and emits, ends every connection

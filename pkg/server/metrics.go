@@ -18,5 +18,10 @@ func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	metric("switchboard_frames_delivered_total", "counter", "Message frames queued to browsers.", st.Delivered.Load())
 	metric("switchboard_slow_disconnects_total", "counter", "Browsers dropped because their send queue overflowed.", st.SlowDisconnects.Load())
 	metric("switchboard_write_failures_total", "counter", "Browsers dropped because a write failed or timed out.", st.WriteFailures.Load())
+	active := int64(0)
+	if s.state.Load() == stateActive {
+		active = 1
+	}
+	metric("switchboard_active", "gauge", "1 while the node serves browsers and emits; 0 while a standby is passive.", active)
 	metric("switchboard_uptime_seconds", "gauge", "Seconds since the node started.", int64(time.Since(s.started).Seconds()))
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,18 @@ type Config struct {
 	DrainSpread time.Duration
 	// MaxDataBytes bounds one message's data as JSON. Default: 64 KiB.
 	MaxDataBytes int
+	// PrimaryAddr, when set, makes this node the standby of the primary
+	// whose gRPC API listens there: it serves only while it cannot see the
+	// primary's gRPC health SERVING, and hands its browsers back when it
+	// can (see the state machine in standby.go). Default: unset, a
+	// primary. Exactly one node may name the primary; a node naming
+	// itself is refused.
+	PrimaryAddr string
+	// HandBackSpread is the window over which a standby that sees its
+	// primary again closes its browsers (1012), at random times, so that
+	// they do not all reconnect to the primary at once. Default: 3s.
+	// Longer spares the primary; meanwhile both nodes count some browsers.
+	HandBackSpread time.Duration
 	// Hub tunes the hub; its Logger defaults to Logger.
 	Hub hub.Config
 	// Logger receives the node's logs. Default: slog.Default().
@@ -74,6 +87,8 @@ type Server struct {
 	health  *healthService
 	edge    *wsedge.Handler
 	ready   atomic.Bool
+	state   atomic.Int32 // stateActive, or a standby's stateUnknown or statePassive
+	standby *standby     // nil for a primary
 	started time.Time
 }
 
@@ -103,6 +118,9 @@ func New(cfg Config) (_ *Server, err error) {
 		cfg.DrainSpread = time.Second
 	}
 	cfg.DrainSpread = min(cfg.DrainSpread, cfg.ShutdownTimeout/2)
+	if cfg.HandBackSpread <= 0 {
+		cfg.HandBackSpread = 3 * time.Second
+	}
 	if cfg.Hub.Logger == nil {
 		cfg.Hub.Logger = cfg.Logger
 	}
@@ -136,6 +154,18 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("failed to listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
 
+	if cfg.PrimaryAddr != "" {
+		if cfg.PrimaryAddr == cfg.GRPCAddr || cfg.PrimaryAddr == s.GRPCAddr() {
+			return nil, fmt.Errorf("invalid primary address %s: it is this node's own gRPC address", cfg.PrimaryAddr)
+		}
+		if s.standby, err = newStandby(s); err != nil {
+			return nil, fmt.Errorf("failed to set up the watch on primary %s: %w", cfg.PrimaryAddr, err)
+		}
+		// Until the primary answers, take nobody: it may be serving.
+		s.state.Store(stateUnknown)
+		s.hub.Pause()
+	}
+
 	s.health = newHealthService()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
@@ -151,7 +181,13 @@ func New(cfg Config) (_ *Server, err error) {
 		AllowedOrigins: cfg.AllowedOrigins,
 		KeepAlive:      cfg.KeepAlive,
 	})
-	mux.Handle("GET /ws", s.edge)
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		if s.state.Load() != stateActive {
+			http.Error(w, "standby: primary is serving", http.StatusServiceUnavailable)
+			return
+		}
+		s.edge.ServeHTTP(w, r)
+	})
 	mux.Handle("GET /client.js", web.ClientHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -159,6 +195,14 @@ func New(cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.ready.Load() || s.hub.Draining() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		switch s.state.Load() {
+		case statePassive:
+			http.Error(w, "standby: primary is serving", http.StatusServiceUnavailable)
+			return
+		case stateUnknown:
+			http.Error(w, "standby: checking the primary", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -216,9 +260,21 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- s.grpcSrv.Serve(s.grpcLn) }()
 	go func() { errc <- s.httpSrv.Serve(s.httpLn) }()
 	s.ready.Store(true)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	s.log.Info("switchboard serving", "http_addr", s.HTTPAddr(), "grpc_addr", s.GRPCAddr(), "node", s.hub.Node(), "auth", s.cfg.APIToken != "")
+	var watching sync.WaitGroup
+	watchCtx, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	if s.standby != nil {
+		// The standby's health follows its state, set by the watcher.
+		watching.Add(1)
+		go func() {
+			defer watching.Done()
+			s.standby.run(watchCtx)
+		}()
+		s.log.Info("switchboard serving as a standby", "http_addr", s.HTTPAddr(), "grpc_addr", s.GRPCAddr(), "node", s.hub.Node(), "auth", s.cfg.APIToken != "", "primary", s.cfg.PrimaryAddr)
+	} else {
+		s.setHealth(healthpb.HealthCheckResponse_SERVING)
+		s.log.Info("switchboard serving", "http_addr", s.HTTPAddr(), "grpc_addr", s.GRPCAddr(), "node", s.hub.Node(), "auth", s.cfg.APIToken != "")
+	}
 
 	var serveErr error
 	select {
@@ -226,7 +282,16 @@ func (s *Server) Run(ctx context.Context) error {
 	case serveErr = <-errc:
 		s.log.Error("listener failed", "err", serveErr)
 	}
+	// A standby stops switching before it shuts down.
+	stopWatching()
+	watching.Wait()
 	return errors.Join(serveErr, s.shutdown())
+}
+
+// setHealth sets the gRPC health of the node (service "") and of its API.
+func (s *Server) setHealth(st healthpb.HealthCheckResponse_ServingStatus) {
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, st)
 }
 
 // shutdown stops the node within ShutdownTimeout. Browsers get up to 3/4

@@ -108,6 +108,33 @@ func startNode(t testing.TB, cfg Config, before ...nodeOption) *node {
 	if err != nil {
 		t.Fatalf("New: got %v; want nil", err)
 	}
+	return runNode(t, srv, before...)
+}
+
+// startNodeAt is startNode for fixed addresses just freed, which the
+// kernel may take a moment to give back.
+func startNodeAt(t testing.TB, cfg Config) *node {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t, slog.LevelInfo)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		srv, err := New(cfg)
+		if err == nil {
+			return runNode(t, srv)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("New: got %v; want nil", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// runNode runs srv until the test ends and, unless it is a standby, waits
+// until it is ready.
+func runNode(t testing.TB, srv *Server, before ...nodeOption) *node {
+	t.Helper()
 	for _, fn := range before {
 		fn(srv)
 	}
@@ -130,6 +157,9 @@ func startNode(t testing.TB, cfg Config, before ...nodeOption) *node {
 	})
 	n.conn = dialGRPC(t, srv.GRPCAddr())
 	n.api = switchboardv1.NewSwitchboardServiceClient(n.conn)
+	if srv.cfg.PrimaryAddr != "" {
+		return n // a standby may well never be ready
+	}
 	eventually(t, waitTimeout, func() (bool, string) {
 		code, err := n.get("/readyz")
 		return code == http.StatusOK, fmt.Sprintf("GET /readyz: got %d, %v; want 200", code, err)
