@@ -3,11 +3,16 @@
 // server: EmitMessage to push to browsers, GetOnlineCount to count them.
 
 const path = require('node:path');
+const crypto = require('node:crypto');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
 const DEFAULT_PROTO = path.resolve(__dirname, '../../proto/switchboard/v1/switchboard.proto');
 const DEADLINE_MS = 5000;
+// An emit that finds Switchboard unavailable (a fail-over in progress) is
+// retried for this long, with the same idempotency key, so it is delivered
+// once however many attempts it takes.
+const RETRY_MS = 2000;
 
 function loadService(protoPath) {
   const def = protoLoader.loadSync(protoPath, {
@@ -108,24 +113,40 @@ function createClient({ target = '127.0.0.1:9090', token = '', protoPath = DEFAU
     'grpc.max_reconnect_backoff_ms': 5000,
   });
 
-  function call(method, req) {
+  function attempt(method, req, deadline) {
     const md = new grpc.Metadata();
     if (token) md.set('authorization', `Bearer ${token}`);
-    const deadline = new Date(Date.now() + DEADLINE_MS);
     return new Promise((resolve, reject) => {
-      stub[method](req, md, { deadline }, (err, res) => {
-        if (err) reject(httpError(err, target));
-        else resolve(res);
-      });
+      stub[method](req, md, { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
     });
+  }
+
+  async function call(method, req) {
+    try {
+      return await attempt(method, req, new Date(Date.now() + DEADLINE_MS));
+    } catch (err) {
+      throw httpError(err, target);
+    }
   }
 
   return {
     // emit sends event with data (any JSON value) to every browser, or to
-    // the subscribers of channel. Resolves to {id, recipients}.
-    async emit(event, data, channel = '') {
-      const res = await call('EmitMessage', { event, data: toValue(data), channel });
-      return { id: res.id, recipients: Number(res.recipients) };
+    // the subscribers of channel. It retries UNAVAILABLE for RETRY_MS with
+    // one idempotency key (opts.key, or a random one), so a retry is never
+    // a second delivery. Resolves to {id, recipients, duplicate}.
+    async emit(event, data, channel = '', opts = {}) {
+      const req = { event, data: toValue(data), channel, idempotency_key: opts.key || crypto.randomUUID() };
+      const deadline = new Date(Date.now() + DEADLINE_MS);
+      const giveUp = Date.now() + RETRY_MS;
+      for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+        try {
+          const res = await attempt('EmitMessage', req, deadline);
+          return { id: res.id, recipients: Number(res.recipients), duplicate: Boolean(res.duplicate) };
+        } catch (err) {
+          if (err.code !== grpc.status.UNAVAILABLE || Date.now() + delay > giveUp) throw httpError(err, target);
+          await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * delay / 2));
+        }
+      }
     },
     // count resolves to the number of open browser connections.
     async count(channel = '') {

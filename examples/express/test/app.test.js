@@ -350,6 +350,19 @@ describe('express example against a real Switchboard', () => {
     await browser.close();
   });
 
+  it('retries an emit with one idempotency key: a repeat is not a second delivery', async () => {
+    const browser = await Browser.open(sb.http);
+    const first = await appClient().emit('Test', 'once', '', { key: 'express-test-key-1' });
+    assert.equal(first.id, 'express-test-key-1');
+    assert.equal(first.duplicate, false);
+    const again = await appClient().emit('Test', 'once', '', { key: 'express-test-key-1' });
+    assert.deepEqual(again, { ...first, duplicate: true });
+    await appClient().emit('Test', 'marker');
+    assert.equal((await browser.nextMessage()).data, 'once');
+    assert.equal((await browser.nextMessage()).data, 'marker');
+    await browser.close();
+  });
+
   it('sends POST /api/quote only to the "quotes" channel', async () => {
     const subscribed = await Browser.open(sb.http, ['quotes']);
     const other = await Browser.open(sb.http);
