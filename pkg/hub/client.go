@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/switchboard-rt/switchboard/pkg/frame"
 )
@@ -250,9 +251,8 @@ func (c *Client) setCount(t total, frame []byte) {
 	c.signal()
 }
 
-// cancelWrite cancels the write in progress, if any. Called once the client
-// is closed, it also ends a write that is about to start: the writer checks
-// closed and publishes stopWrite under the same lock.
+// cancelWrite cancels the write in progress, if any, and every later one;
+// it is called only once the client is closed.
 func (c *Client) cancelWrite() {
 	c.mu.Lock()
 	stop := c.stopWrite
@@ -275,6 +275,19 @@ func (c *Client) signal() {
 func (c *Client) writeLoop() {
 	defer c.h.writers.Done()
 	defer close(c.done)
+	// One context and one timer serve every write of the client: a write
+	// arms the timer, and the timer or a drop cancels the context, which
+	// ends the write in progress and the connection with it. Fan-out thus
+	// allocates nothing per recipient.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	timeout := time.AfterFunc(time.Hour, cancel)
+	timeout.Stop()
+	defer timeout.Stop()
+	c.mu.Lock()
+	c.stopWrite = cancel
+	c.mu.Unlock()
+
 	var batch, spare [][]byte
 	for range c.wake {
 		c.mu.Lock()
@@ -285,12 +298,6 @@ func (c *Client) writeLoop() {
 			c.count = nil
 		}
 		closed, reason := c.closed, c.reason
-		var ctx context.Context
-		var cancel context.CancelFunc
-		if !closed && len(batch) > 0 {
-			ctx, cancel = context.WithTimeout(context.Background(), c.h.cfg.WriteTimeout)
-			c.stopWrite = cancel
-		}
 		c.mu.Unlock()
 
 		if closed {
@@ -299,10 +306,10 @@ func (c *Client) writeLoop() {
 			}
 			return
 		}
-		if ctx != nil {
+		if len(batch) > 0 {
+			timeout.Reset(c.h.cfg.WriteTimeout)
 			err := c.t.Write(ctx, batch)
-			cancel()
-			if err != nil {
+			if !timeout.Stop() || err != nil {
 				c.fail()
 				return
 			}
