@@ -6,6 +6,7 @@ package control
 import (
 	"context"
 	"errors"
+	"math"
 	"unicode"
 	"unicode/utf8"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-rt/switchboard/internal/ratelimit"
 	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 )
@@ -38,6 +40,18 @@ type Config struct {
 	// DefaultMaxDataBytes (64 KiB). Every browser receives a copy, so large
 	// payloads multiply.
 	MaxDataBytes int
+	// EmitRate is the average number of EmitMessage calls a second one
+	// caller may make, EmitBurst how many it may make at once; a caller
+	// beyond them gets RESOURCE_EXHAUSTED. A caller is its token when
+	// EmitByToken is set (every web server sharing the API token shares
+	// the limit), its IP address otherwise. Default: 0, no limit; EmitBurst
+	// defaults to one second's worth (at least 1).
+	EmitRate    float64
+	EmitBurst   int
+	EmitByToken bool
+	// OnReject, if set, is called with the Limit name each time a limit
+	// refuses a call, for metrics.
+	OnReject func(limit string)
 }
 
 // Service implements switchboard.v1.SwitchboardService.
@@ -45,6 +59,12 @@ type Service struct {
 	switchboardv1.UnimplementedSwitchboardServiceServer
 	hub     *hub.Hub
 	maxData int
+
+	emits       *ratelimit.Keyed // nil: no emit rate limit
+	emitByToken bool
+	emitRate    float64
+	onReject    func(limit string)
+	rejected    rejections
 }
 
 var _ switchboardv1.SwitchboardServiceServer = (*Service)(nil)
@@ -55,12 +75,23 @@ func New(cfg Config) *Service {
 	if s.maxData <= 0 {
 		s.maxData = DefaultMaxDataBytes
 	}
+	s.onReject, s.emitByToken, s.emitRate = cfg.OnReject, cfg.EmitByToken, cfg.EmitRate
+	if cfg.EmitRate > 0 {
+		burst := cfg.EmitBurst
+		if burst <= 0 {
+			burst = max(1, int(math.Ceil(cfg.EmitRate)))
+		}
+		s.emits = ratelimit.NewKeyed(cfg.EmitRate, burst, 0)
+	}
 	return s
 }
 
 // EmitMessage validates the request and queues the message to its
 // recipients.
 func (s *Service) EmitMessage(ctx context.Context, req *switchboardv1.EmitMessageRequest) (*switchboardv1.EmitMessageResponse, error) {
+	if err := s.allowEmit(ctx); err != nil {
+		return nil, err
+	}
 	if err := validateEvent(req.GetEvent()); err != nil {
 		return nil, err
 	}
@@ -69,6 +100,7 @@ func (s *Service) EmitMessage(ctx context.Context, req *switchboardv1.EmitMessag
 	}
 	data, err := encodeValue(nil, req.GetData(), s.maxData)
 	if err != nil {
+		s.rejectData(err)
 		return nil, status.Errorf(codes.InvalidArgument, "invalid data: %v", err)
 	}
 	key := req.GetIdempotencyKey()

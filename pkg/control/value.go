@@ -37,8 +37,13 @@ type valueEncoder struct {
 	max   int // the limit on the value's own bytes
 }
 
-func (e *valueEncoder) tooLarge() error {
-	return fmt.Errorf("data is over the limit of %d bytes of JSON", e.max)
+func (e *valueEncoder) tooLarge() error { return tooLargeError(e.max) }
+
+// tooLargeError is the error for data over its limit of that many bytes.
+type tooLargeError int
+
+func (e tooLargeError) Error() string {
+	return fmt.Sprintf("data is over the limit of %d bytes of JSON", int(e))
 }
 
 // value appends v, which sits inside depth lists and structs.

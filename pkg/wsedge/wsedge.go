@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/switchboard-rt/switchboard/internal/ratelimit"
 	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 )
@@ -43,6 +45,35 @@ type Config struct {
 	// drops a connection whose pong takes longer than KeepAlive/2.
 	// Default: 20s.
 	KeepAlive time.Duration
+	// MaxConns bounds the connections the edge serves at once, counting
+	// upgrades in progress; past it, upgrades get 503 so that a
+	// connection flood cannot exhaust the node's memory or file
+	// descriptors. Default: 100,000; negative: no limit.
+	MaxConns int
+	// MaxConnsPerIP bounds the connections from one client address (see
+	// TrustedProxies; an IPv6 address counts by its /64); past it,
+	// upgrades get 429. Default: 1,000;
+	// negative: no limit. Browsers behind one NAT share an address, so
+	// too small a limit turns away an office or a mobile carrier.
+	MaxConnsPerIP int
+	// TrustedProxies lists the networks of the reverse proxies in front of
+	// the edge. Only a request whose direct peer is in one of them is
+	// counted by the rightmost address in X-Forwarded-For that is not;
+	// any other request counts as its direct peer. Default: none, so
+	// X-Forwarded-For is never believed; trusting a network that clients
+	// can reach directly lets them choose their address.
+	TrustedProxies []netip.Prefix
+	// FrameRate is the average number of frames a second a browser may
+	// send, FrameBurst how many it may send at once; a browser beyond them
+	// is closed with 1008 "rate limit exceeded". Default: 20 a second with
+	// bursts of 80, enough for client.js to resubscribe 64 channels at
+	// once after a reconnect (keep FrameBurst above MaxSubscriptions);
+	// negative FrameRate: no limit.
+	FrameRate  float64
+	FrameBurst int
+	// OnReject, if set, is called with the Limit name each time a limit
+	// refuses an upgrade or closes a connection, for metrics.
+	OnReject func(limit string)
 }
 
 // Handler serves GET /ws.
@@ -53,8 +84,17 @@ type Handler struct {
 	limit  int64
 	ping   time.Duration
 
+	maxConns   int64
+	conns      atomic.Int64 // connections served, upgrades in progress included
+	perIP      perIP
+	trusted    []netip.Prefix
+	frameRate  float64 // <= 0: no limit
+	frameBurst int
+	onReject   func(limit string)
+	rejected   rejections
+
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // the upgraded connections being served
+	open   map[net.Conn]struct{} // the upgraded connections being served
 	closed bool                  // Close was called
 	served sync.WaitGroup        // ServeHTTP calls past the upgrade
 }
@@ -66,7 +106,26 @@ func New(cfg Config) *Handler {
 		log:   cfg.Logger,
 		limit: cfg.ReadLimit,
 		ping:  cfg.KeepAlive / 2,
-		conns: make(map[net.Conn]struct{}),
+		open:  make(map[net.Conn]struct{}),
+
+		maxConns:   int64(cfg.MaxConns),
+		perIP:      perIP{max: cfg.MaxConnsPerIP, n: make(map[netip.Addr]int)},
+		trusted:    cfg.TrustedProxies,
+		frameRate:  cfg.FrameRate,
+		frameBurst: cfg.FrameBurst,
+		onReject:   cfg.OnReject,
+	}
+	if h.maxConns == 0 {
+		h.maxConns = 100_000
+	}
+	if h.perIP.max == 0 {
+		h.perIP.max = 1_000
+	}
+	if h.frameRate == 0 {
+		h.frameRate = 20
+	}
+	if h.frameBurst <= 0 {
+		h.frameBurst = 80
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -112,6 +171,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "draining: connect to another node", http.StatusServiceUnavailable)
 		return
 	}
+	// Limits are checked before the upgrade, so a refusal costs one
+	// small HTTP response and no WebSocket state.
+	if n := h.conns.Add(1); h.maxConns > 0 && n > h.maxConns {
+		h.conns.Add(-1)
+		h.reject(LimitConnections)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many connections: connect to another node or retry later", http.StatusServiceUnavailable)
+		return
+	}
+	defer h.conns.Add(-1)
+	ip := clientIP(r, h.trusted)
+	if !h.perIP.acquire(ip) {
+		h.reject(LimitConnectionsPerIP)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		return
+	}
+	defer h.perIP.release(ip)
 	hw := &hijackRecorder{ResponseWriter: w}
 	ws, err := websocket.Accept(hw, r, &h.accept)
 	if err != nil {
@@ -162,7 +239,7 @@ func (h *Handler) track(c net.Conn) bool {
 		return false
 	}
 	if c != nil {
-		h.conns[c] = struct{}{}
+		h.open[c] = struct{}{}
 	}
 	h.served.Add(1)
 	return true
@@ -171,7 +248,7 @@ func (h *Handler) track(c net.Conn) bool {
 func (h *Handler) untrack(c net.Conn) {
 	h.mu.Lock()
 	if c != nil {
-		delete(h.conns, c)
+		delete(h.open, c)
 	}
 	h.mu.Unlock()
 	h.served.Done()
@@ -192,7 +269,7 @@ func (h *Handler) isClosed() bool {
 func (h *Handler) Close() {
 	h.mu.Lock()
 	h.closed = true
-	for c := range h.conns {
+	for c := range h.open {
 		c.Close()
 	}
 	h.mu.Unlock()
@@ -222,6 +299,10 @@ type closeReason struct {
 // read serves the browser's frames until the connection ends. It returns the
 // close to send, if the browser broke the protocol.
 func (h *Handler) read(ctx context.Context, ws *websocket.Conn, c *hub.Client) *closeReason {
+	var bucket ratelimit.Bucket
+	if h.frameRate > 0 {
+		bucket = ratelimit.NewBucket(h.frameRate, h.frameBurst, time.Now())
+	}
 	for {
 		typ, p, err := ws.Read(ctx)
 		if errors.Is(err, websocket.ErrMessageTooBig) {
@@ -229,16 +310,23 @@ func (h *Handler) read(ctx context.Context, ws *websocket.Conn, c *hub.Client) *
 			// handshake lets the browser read it before the TCP
 			// connection ends, instead of a reset over the unread rest
 			// of the frame.
+			h.reject(LimitFrameSize)
 			return &closeReason{closeTooBig, fmt.Sprintf("frame larger than %d bytes", h.limit)}
 		}
 		if err != nil {
 			return nil // closed or failed
 		}
+		if h.frameRate > 0 && !bucket.Allow(time.Now()) {
+			h.reject(LimitFrameRate)
+			return &closeReason{closePolicy, "rate limit exceeded"}
+		}
 		if typ != websocket.MessageText {
+			h.reject(LimitInvalidFrame)
 			return &closeReason{closePolicy, "binary frames are not supported"}
 		}
 		in, err := frame.Decode(p)
 		if err != nil {
+			h.reject(LimitInvalidFrame)
 			return &closeReason{closePolicy, err.Error()}
 		}
 		switch in.Op {
@@ -249,8 +337,10 @@ func (h *Handler) read(ctx context.Context, ws *websocket.Conn, c *hub.Client) *
 		}
 		switch {
 		case errors.Is(err, hub.ErrTooManySubscriptions):
+			h.reject(LimitSubscriptions)
 			return &closeReason{closePolicy, "too many subscriptions"}
 		case errors.Is(err, frame.ErrInvalid):
+			h.reject(LimitInvalidFrame)
 			return &closeReason{closePolicy, err.Error()}
 		case err != nil:
 			return nil // the hub has closed the client

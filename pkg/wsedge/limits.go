@@ -1,0 +1,163 @@
+package wsedge
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// The limits the edge enforces, as named in Rejections and OnReject (the
+// "limit" label of switchboard_limit_rejections_total).
+const (
+	// LimitConnections: the node holds Config.MaxConns connections; the
+	// upgrade gets 503.
+	LimitConnections = "connections"
+	// LimitConnectionsPerIP: the client's address holds
+	// Config.MaxConnsPerIP connections; the upgrade gets 429.
+	LimitConnectionsPerIP = "connections_per_ip"
+	// LimitFrameRate: the browser sent frames faster than Config.FrameRate
+	// allows; closed with 1008.
+	LimitFrameRate = "frame_rate"
+	// LimitFrameSize: a frame over Config.ReadLimit; closed with 1009.
+	LimitFrameSize = "frame_size"
+	// LimitSubscriptions: a subscribe past hub.Config.MaxSubscriptions;
+	// closed with 1008.
+	LimitSubscriptions = "subscriptions"
+	// LimitInvalidFrame: bad JSON, unknown type, binary frame, bad UTF-8 or
+	// an invalid channel; closed with 1008.
+	LimitInvalidFrame = "invalid_frame"
+)
+
+var limitNames = []string{LimitConnections, LimitConnectionsPerIP, LimitFrameRate, LimitFrameSize, LimitSubscriptions, LimitInvalidFrame}
+
+// rejections counts refusals by limit.
+type rejections struct {
+	counts [6]atomic.Int64 // in limitNames order
+}
+
+func (r *rejections) add(limit string) {
+	for i, n := range limitNames {
+		if n == limit {
+			r.counts[i].Add(1)
+			return
+		}
+	}
+}
+
+// Rejections returns how many upgrades and connections each limit has
+// refused since the Handler was made, keyed by the Limit names; every
+// limit is present, at zero if it never refused anyone.
+func (h *Handler) Rejections() map[string]int64 {
+	m := make(map[string]int64, len(limitNames))
+	for i, n := range limitNames {
+		m[n] = h.rejected.counts[i].Load()
+	}
+	return m
+}
+
+// reject counts a refusal by limit.
+func (h *Handler) reject(limit string) {
+	h.rejected.add(limit)
+	if h.onReject != nil {
+		h.onReject(limit)
+	}
+}
+
+// perIP counts the connections of each client address. An IPv6 client
+// counts by its /64, the smallest network a host is usually given, so
+// that one host cannot take a fresh address for each connection.
+type perIP struct {
+	max int // <= 0: no limit
+	mu  sync.Mutex
+	n   map[netip.Addr]int
+}
+
+// acquire takes a slot for ip; it reports false when ip holds max already.
+func (p *perIP) acquire(ip netip.Addr) bool {
+	if p.max <= 0 {
+		return true
+	}
+	ip = ipKey(ip)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n[ip] >= p.max {
+		return false
+	}
+	p.n[ip]++
+	return true
+}
+
+func (p *perIP) release(ip netip.Addr) {
+	if p.max <= 0 {
+		return
+	}
+	ip = ipKey(ip)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n[ip]--; p.n[ip] <= 0 {
+		delete(p.n, ip)
+	}
+}
+
+// ipKey is what ip counts as: itself, or its /64 for IPv6.
+func ipKey(ip netip.Addr) netip.Addr {
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return ip
+}
+
+// clientIP returns the address a request comes from: its direct peer, or,
+// when that peer is one of the trusted proxies, the rightmost address in
+// X-Forwarded-For that is not a trusted proxy. Only the entries trusted
+// proxies appended are believed: everything left of them is whatever the
+// client chose to send.
+func clientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	peer := addrOf(r.RemoteAddr)
+	if !isTrusted(peer, trusted) {
+		return peer
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	ip := peer
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			// A trusted proxy wrote no such entry: keep the last
+			// address a trusted hop vouched for.
+			return ip
+		}
+		ip = a.Unmap()
+		if !isTrusted(ip, trusted) {
+			return ip
+		}
+	}
+	return ip // every hop is a trusted proxy: take the first one
+}
+
+// addrOf parses the IP of a host:port; an unparsable one (not from a TCP
+// listener) is the zero Addr, which still counts as one address.
+func addrOf(hostport string) netip.Addr {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+func isTrusted(ip netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
