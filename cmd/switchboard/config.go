@@ -34,6 +34,24 @@ var options = []option{
 	{"max-data-bytes", "SWITCHBOARD_MAX_DATA_BYTES", "65536", "largest message data, as JSON"},
 	{"primary-addr", "SWITCHBOARD_PRIMARY_ADDR", "", "the primary's gRPC address; setting it makes this node the standby"},
 	{"hand-back-spread", "SWITCHBOARD_HAND_BACK_SPREAD", "3s", "window over which a standby hands its browsers back to the primary"},
+	{"max-conns", "SWITCHBOARD_MAX_CONNS", "100000", "most browser connections; past it upgrades get 503 (0: no limit)"},
+	{"max-conns-per-ip", "SWITCHBOARD_MAX_CONNS_PER_IP", "1000", "most browser connections from one address; past it upgrades get 429 (0: no limit)"},
+	{"trusted-proxies", "SWITCHBOARD_TRUSTED_PROXIES", "", "comma list of proxy CIDRs whose X-Forwarded-For names the client address"},
+	{"max-subscriptions", "SWITCHBOARD_MAX_SUBSCRIPTIONS", "64", "most channels one browser may subscribe to (1008 past it)"},
+	{"max-frame-bytes", "SWITCHBOARD_MAX_FRAME_BYTES", "4096", "largest frame a browser may send (1009 past it)"},
+	{"frame-rate", "SWITCHBOARD_FRAME_RATE", "20/s", "frames a browser may send, such as 20/s (1008 past it; off: no limit)"},
+	{"frame-burst", "SWITCHBOARD_FRAME_BURST", "80", "frames a browser may send at once"},
+	{"emit-rate", "SWITCHBOARD_EMIT_RATE", "off", "EmitMessage calls per caller (token, or address without one), such as 100/s (RESOURCE_EXHAUSTED past it)"},
+	{"emit-burst", "SWITCHBOARD_EMIT_BURST", "0", "EmitMessage calls a caller may make at once (0: one second's worth)"},
+	{"handshake-timeout", "SWITCHBOARD_HANDSHAKE_TIMEOUT", "5s", "time a client has to send its HTTP request headers or gRPC preface"},
+	{"tls-cert", "SWITCHBOARD_TLS_CERT", "", "PEM certificate chain: serves HTTP (wss://) and gRPC over TLS; re-read on SIGHUP and when it changes"},
+	{"tls-key", "SWITCHBOARD_TLS_KEY", "", "PEM private key of --tls-cert"},
+	{"grpc-tls-cert", "SWITCHBOARD_GRPC_TLS_CERT", "", "PEM certificate chain for the gRPC listener only (default: --tls-cert)"},
+	{"grpc-tls-key", "SWITCHBOARD_GRPC_TLS_KEY", "", "PEM private key of --grpc-tls-cert"},
+	{"grpc-client-ca", "SWITCHBOARD_GRPC_CLIENT_CA", "", "PEM CA certificates: gRPC callers must present a client certificate they signed (mutual TLS)"},
+	{"tls-reload-interval", "SWITCHBOARD_TLS_RELOAD_INTERVAL", "5s", "how often the TLS files are checked for changes"},
+	{"primary-ca", "SWITCHBOARD_PRIMARY_CA", "", "PEM CAs of the primary's gRPC certificate: a standby then watches its primary over TLS"},
+	{"admin-addr", "SWITCHBOARD_ADMIN_ADDR", "", "admin listener serving /debug/pprof/ and /metrics, such as 127.0.0.1:6060 (default: off)"},
 	{"log-format", "SWITCHBOARD_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "SWITCHBOARD_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
 }
@@ -89,6 +107,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	parse("count-interval", positiveDuration(&cfg.Hub.CountInterval))
 	parse("shutdown-timeout", positiveDuration(&cfg.ShutdownTimeout))
 	parse("hand-back-spread", positiveDuration(&cfg.HandBackSpread))
+	parseTLS(&cfg, get, parse)
+	parseLimits(&cfg, parse)
 	parse("max-data-bytes", func(s string) error {
 		n, err := strconv.Atoi(s)
 		if err != nil || n <= 0 {

@@ -27,7 +27,12 @@ func defaults() server.Config {
 		ShutdownTimeout: 10 * time.Second,
 		MaxDataBytes:    65536,
 		HandBackSpread:  3 * time.Second,
-		Hub:             hub.Config{CountInterval: 100 * time.Millisecond},
+		Hub:             hub.Config{CountInterval: 100 * time.Millisecond, MaxSubscriptions: 64},
+		TLS:             server.TLSConfig{ReloadInterval: 5 * time.Second},
+		Limits: server.Limits{
+			MaxConns: 100000, MaxConnsPerIP: 1000, MaxFrameBytes: 4096,
+			FrameRate: 20, FrameBurst: 80, HandshakeTimeout: 5 * time.Second,
+		},
 	}
 }
 

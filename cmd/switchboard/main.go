@@ -4,6 +4,9 @@
 // Every flag has an environment variable; flags win over the environment,
 // which wins over the defaults. Run "switchboard -h" for the list.
 //
+// SIGHUP re-reads the TLS certificates, which are also re-read when their
+// files change.
+//
 // "switchboard healthcheck" probes a running node over HTTP and exits 0
 // when it answers; container health checks use it, as the image has no
 // shell tools.
@@ -57,11 +60,43 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		logger.Error("failed to start", "err", err)
 		return 1
 	}
+	defer reloadOnHangup(srv, logger)()
 	if err := srv.Run(ctx); err != nil {
 		logger.Error("stopped with an error", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// reloadOnHangup re-reads the TLS certificates on each SIGHUP until the
+// returned function is called. Without TLS, SIGHUP is ignored rather
+// than killing the node.
+func reloadOnHangup(srv *server.Server, logger *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-hup:
+				if h, g := srv.TLS(); !h && !g {
+					logger.Info("SIGHUP: no TLS certificate to reload")
+					continue
+				}
+				logger.Info("SIGHUP: reloading TLS certificates")
+				srv.ReloadCerts() // logs its own failure
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-finished
+	}
 }
 
 // newLogger returns a logger writing to w at level, in JSON when format is

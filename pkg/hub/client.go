@@ -101,9 +101,11 @@ func (c *Client) Subscribe(channel string) error {
 	if members == nil {
 		members = make(map[*Client]struct{})
 		s.channels[channel] = members
+		c.h.stats.Channels.Add(1)
 	}
 	members[c] = struct{}{}
 	s.mu.Unlock()
+	c.h.stats.Subscriptions.Add(1)
 	c.h.localChanged(channel)
 	return nil
 }
@@ -127,6 +129,7 @@ func (c *Client) Unsubscribe(channel string) {
 func (c *Client) Close() {
 	c.mu.Lock()
 	c.closed = true
+	c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 	c.queue, c.queued, c.count = nil, 0, nil
 	c.mu.Unlock()
 	c.cancelWrite()
@@ -138,9 +141,13 @@ func (h *Hub) leaveChannel(c *Client, channel string) {
 	s := h.channelShard(channel)
 	s.mu.Lock()
 	members := s.channels[channel]
-	delete(members, c)
-	if len(members) == 0 {
-		delete(s.channels, channel)
+	if _, ok := members[c]; ok {
+		delete(members, c)
+		h.stats.Subscriptions.Add(-1)
+		if len(members) == 0 {
+			delete(s.channels, channel)
+			h.stats.Channels.Add(-1)
+		}
 	}
 	s.mu.Unlock()
 	h.localChanged(channel)
@@ -178,6 +185,7 @@ func (c *Client) kick(r Reason) {
 	if !c.closed {
 		c.closed = true
 		c.reason = r
+		c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 		c.queue, c.queued, c.count = nil, 0, nil
 	}
 	c.mu.Unlock()
@@ -205,6 +213,7 @@ func (c *Client) enqueue(frame []byte) int {
 		return skipped
 	}
 	if len(c.queue) >= c.h.cfg.QueueFrames || c.queued+len(frame) > c.h.cfg.QueueBytes {
+		c.h.stats.DroppedOverflow.Add(int64(len(c.queue)) + 1)
 		c.closed = true
 		c.reason = ReasonSlow
 		c.queue, c.queued, c.count = nil, 0, nil
@@ -327,6 +336,7 @@ func (c *Client) fail() {
 	if failed {
 		c.closed = true
 		c.reason = ReasonSlow
+		c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 		c.queue, c.queued, c.count = nil, 0, nil
 	}
 	reason := c.reason

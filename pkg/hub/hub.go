@@ -278,7 +278,7 @@ func (h *Hub) HandleCounts(c Counts) {
 func (h *Hub) deliver(m Message) int {
 	buf := frame.AppendMessage(nil, m.ID, m.Event, m.Channel, m.Data)
 	var slow []*Client
-	n := 0
+	n, dropped := 0, int64(0)
 	h.emitMu.Lock()
 	if m.Channel == "" {
 		for i := range h.clients {
@@ -288,6 +288,8 @@ func (h *Hub) deliver(m Message) int {
 				switch c.enqueue(buf) {
 				case queued:
 					n++
+				case skipped:
+					dropped++
 				case overflow:
 					slow = append(slow, c)
 				}
@@ -301,6 +303,8 @@ func (h *Hub) deliver(m Message) int {
 			switch c.enqueue(buf) {
 			case queued:
 				n++
+			case skipped:
+				dropped++
 			case overflow:
 				slow = append(slow, c)
 			}
@@ -309,6 +313,7 @@ func (h *Hub) deliver(m Message) int {
 	}
 	h.emitMu.Unlock()
 	h.stats.Delivered.Add(int64(n))
+	h.stats.DroppedClosed.Add(dropped)
 	for _, c := range slow {
 		h.stats.SlowDisconnects.Add(1)
 		c.drop()
@@ -662,7 +667,23 @@ type Stats struct {
 	SlowDisconnects atomic.Int64
 	// WriteFailures counts clients dropped for a failed or timed-out write.
 	WriteFailures atomic.Int64
+	// DroppedOverflow counts frames thrown away because a client's queue
+	// overflowed: the frame that did not fit and those it had queued.
+	DroppedOverflow atomic.Int64
+	// DroppedClosed counts message frames not written because their
+	// client was closing: skipped by a fan-out, or left in its queue when
+	// it was kicked, failed or closed.
+	DroppedClosed atomic.Int64
+	// Subscriptions is a gauge: the channel subscriptions held by this
+	// node's clients.
+	Subscriptions atomic.Int64
+	// Channels is a gauge: the channels with at least one subscriber on
+	// this node.
+	Channels atomic.Int64
 }
+
+// LocalCount returns the number of open connections on this node alone.
+func (h *Hub) LocalCount() int64 { return h.local.Load() }
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
 

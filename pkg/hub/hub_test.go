@@ -408,6 +408,9 @@ func TestSlowClient(t *testing.T) {
 			if got := h.Stats().WriteFailures.Load(); got != 0 {
 				t.Errorf("Stats.WriteFailures: got %d; want 0", got)
 			}
+			if got := h.Stats().DroppedOverflow.Load(); got != int64(tt.overflowAt) {
+				t.Errorf("Stats.DroppedOverflow: got %d; want %d", got, tt.overflowAt)
+			}
 			if err := slow.Subscribe("a"); !errors.Is(err, ErrClosed) {
 				t.Errorf("Subscribe on the dropped client: got %v; want %v", err, ErrClosed)
 			}
@@ -1186,4 +1189,41 @@ func TestSetCountOrder(t *testing.T) {
 			break
 		}
 	}
+}
+
+func TestStatsSubscriptions(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, Config{})
+	a, _ := register(t, h)
+	b, _ := register(t, h)
+	check := func(when string, local, subs, chans int64) {
+		t.Helper()
+		st := h.Stats()
+		if got := h.LocalCount(); got != local {
+			t.Errorf("%s: LocalCount: got %d; want %d", when, got, local)
+		}
+		if got := st.Subscriptions.Load(); got != subs {
+			t.Errorf("%s: Stats.Subscriptions: got %d; want %d", when, got, subs)
+		}
+		if got := st.Channels.Load(); got != chans {
+			t.Errorf("%s: Stats.Channels: got %d; want %d", when, got, chans)
+		}
+	}
+	check("at start", 2, 0, 0)
+	for _, sub := range []struct {
+		c  *Client
+		ch string
+	}{{a, "x"}, {a, "y"}, {b, "x"}, {b, "x"}} {
+		if err := sub.c.Subscribe(sub.ch); err != nil {
+			t.Fatalf("Subscribe(%q): got %v; want nil", sub.ch, err)
+		}
+	}
+	check("after subscribing", 2, 3, 2)
+	a.Unsubscribe("y")
+	a.Unsubscribe("y")
+	check("after unsubscribing", 2, 2, 1)
+	a.Close()
+	check("after a closed", 1, 1, 1)
+	b.Close()
+	check("after b closed", 0, 0, 0)
 }

@@ -171,7 +171,7 @@ func TestHandBack(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, Config{})
 	const n = 6
-	const spread = 300 * time.Millisecond
+	const spread = 600 * time.Millisecond
 	var fakes []*fakeTransport
 	for range n {
 		_, ft := register(t, h)
@@ -205,9 +205,11 @@ func TestHandBack(t *testing.T) {
 		}
 	}
 	// Each client goes at a random time in its own slot of spread/n, so
-	// the first and the last are at least (n-2)/n of spread apart.
-	if got := last.Sub(first); got < spread/2 {
-		t.Errorf("closes span %v; want at least %v", got, spread/2)
+	// the first and the last kicks are at least (n-2)/n of spread apart;
+	// the writers' closes follow them after some scheduling delay, which
+	// a loaded machine stretches, so the check leaves room for it.
+	if got := last.Sub(first); got < spread/3 {
+		t.Errorf("closes span %v; want at least %v", got, spread/3)
 	}
 }
 

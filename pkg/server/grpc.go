@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"log/slog"
 	"strings"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -14,14 +17,17 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
-// serverOptions returns the interceptor chain every call passes: recovery, logging, and,
-// with a token, bearer auth for all but health and reflection.
-func serverOptions(log *slog.Logger, token string) []grpc.ServerOption {
+// serverOptions returns the interceptor chain every call passes:
+// recovery, request id, Prometheus metrics (when m is not nil), logging,
+// with a token bearer auth for all but health and reflection, and
+// recovery again.
+func serverOptions(log *slog.Logger, token string, m *grpcprom.ServerMetrics) []grpc.ServerOption {
 	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		log.ErrorContext(ctx, "panic in gRPC handler", "panic", p)
+		log.ErrorContext(ctx, "panic in gRPC handler", append([]any{"panic", p}, logging.ExtractFields(ctx)...)...)
 		return status.Error(codes.Internal, "internal error")
 	})
 	logger := logging.LoggerFunc(func(ctx context.Context, l logging.Level, msg string, fields ...any) {
@@ -37,14 +43,14 @@ func serverOptions(log *slog.Logger, token string) []grpc.ServerOption {
 		}),
 	}
 
-	unary := []grpc.UnaryServerInterceptor{
-		recovery.UnaryServerInterceptor(onPanic),
-		logging.UnaryServerInterceptor(logger, logOpts...),
+	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(onPanic), unaryRequestID}
+	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(onPanic), streamRequestID}
+	if m != nil {
+		unary = append(unary, m.UnaryServerInterceptor())
+		stream = append(stream, m.StreamServerInterceptor())
 	}
-	stream := []grpc.StreamServerInterceptor{
-		recovery.StreamServerInterceptor(onPanic),
-		logging.StreamServerInterceptor(logger, logOpts...),
-	}
+	unary = append(unary, logging.UnaryServerInterceptor(logger, logOpts...))
+	stream = append(stream, logging.StreamServerInterceptor(logger, logOpts...))
 	if token != "" {
 		authFn := bearerAuth(token)
 		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), selector.MatchFunc(needsAuth)))
@@ -75,4 +81,55 @@ func bearerAuth(token string) auth.AuthFunc {
 		}
 		return ctx, nil
 	}
+}
+
+// RequestIDKey is the metadata key of a call's request id: taken from the
+// caller's request metadata when it sends a usable one, generated
+// otherwise, logged with the call as request_id and returned in the
+// response header metadata.
+const RequestIDKey = "x-request-id"
+
+// maxRequestIDLen bounds a request id taken from a caller.
+const maxRequestIDLen = 128
+
+// requestID returns the caller's request id if it is usable (1 to 128
+// printable ASCII characters, no spaces), or a new random one.
+func requestID(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(RequestIDKey); len(v) > 0 && validRequestID(v[0]) {
+		return v[0]
+	}
+	return rand.Text()
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestIDLen {
+		return false
+	}
+	for i := range len(id) {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// withRequestID adds id to the logging fields of ctx.
+func withRequestID(ctx context.Context, id string) context.Context {
+	return logging.InjectFields(ctx, logging.Fields{"request_id", id})
+}
+
+func unaryRequestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	id := requestID(ctx)
+	// Failing to set the header (the call already ended) is harmless.
+	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDKey, id))
+	return handler(withRequestID(ctx, id), req)
+}
+
+func streamRequestID(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	id := requestID(ss.Context())
+	_ = ss.SetHeader(metadata.Pairs(RequestIDKey, id))
+	w := middleware.WrapServerStream(ss)
+	w.WrappedContext = withRequestID(ss.Context(), id)
+	return handler(srv, w)
 }

@@ -15,13 +15,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-rt/switchboard/pkg/certs"
 	"github.com/switchboard-rt/switchboard/pkg/control"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
+	"github.com/switchboard-rt/switchboard/pkg/metrics"
 	"github.com/switchboard-rt/switchboard/pkg/wsedge"
 	"github.com/switchboard-rt/switchboard/web"
 )
@@ -57,6 +61,8 @@ type Config struct {
 	DrainSpread time.Duration
 	// MaxDataBytes bounds one message's data as JSON. Default: 64 KiB.
 	MaxDataBytes int
+	// Limits bounds what browsers and callers may take; see Limits.
+	Limits Limits
 	// PrimaryAddr, when set, makes this node the standby of the primary
 	// whose gRPC API listens there: it serves only while it cannot see the
 	// primary's gRPC health SERVING, and hands its browsers back when it
@@ -71,6 +77,14 @@ type Config struct {
 	HandBackSpread time.Duration
 	// Hub tunes the hub; its Logger defaults to Logger.
 	Hub hub.Config
+	// TLS serves the listeners over TLS; see TLSConfig. Default: plain
+	// text.
+	TLS TLSConfig
+	// AdminAddr, when set, is where an admin listener serves pprof
+	// (/debug/pprof/) and /metrics. Default: unset, no admin listener.
+	// pprof reveals the process's internals and can cost CPU: bind it to
+	// loopback or a private network.
+	AdminAddr string
 	// Logger receives the node's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -86,15 +100,24 @@ type Server struct {
 	grpcSrv *grpc.Server
 	health  *healthService
 	edge    *wsedge.Handler
+	api     *control.Service
 	ready   atomic.Bool
 	state   atomic.Int32 // stateActive, or a standby's stateUnknown or statePassive
 	standby *standby     // nil for a primary
 	started time.Time
+
+	reg            *prometheus.Registry
+	metrics        *metrics.Metrics
+	grpcMetrics    *grpcprom.ServerMetrics
+	metricsHandler http.Handler
+	httpCerts      *certs.Store // nil without TLS
+	grpcCerts      *certs.Store // nil without TLS; may be httpCerts
+	adminLn        net.Listener // nil without AdminAddr
 }
 
 // ErrInsecure is returned by New for a GRPCAddr beyond loopback without an
 // APIToken or Insecure.
-var ErrInsecure = errors.New("refusing to serve the gRPC API beyond loopback without an API token: set SWITCHBOARD_API_TOKEN, bind SWITCHBOARD_GRPC_ADDR to 127.0.0.1, or set SWITCHBOARD_INSECURE=true")
+var ErrInsecure = errors.New("refusing to serve the gRPC API beyond loopback without an API token: set SWITCHBOARD_API_TOKEN, require client certificates (SWITCHBOARD_GRPC_CLIENT_CA), bind SWITCHBOARD_GRPC_ADDR to 127.0.0.1, or set SWITCHBOARD_INSECURE=true")
 
 // New checks cfg, builds the node and binds its listeners, so that a bad
 // address fails here, before anything is served.
@@ -107,7 +130,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	if cfg.GRPCAddr == "" {
 		cfg.GRPCAddr = "127.0.0.1:9090"
-		if cfg.APIToken != "" {
+		if cfg.APIToken != "" || cfg.TLS.mutual() {
 			cfg.GRPCAddr = ":9090"
 		}
 	}
@@ -124,7 +147,11 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.Hub.Logger == nil {
 		cfg.Hub.Logger = cfg.Logger
 	}
-	if cfg.APIToken == "" {
+	if err := cfg.TLS.check(cfg.PrimaryAddr); err != nil {
+		return nil, err
+	}
+	// Client certificates authenticate callers as a token does.
+	if cfg.APIToken == "" && !cfg.TLS.mutual() {
 		loopback, err := isLoopback(cfg.GRPCAddr)
 		if err != nil {
 			return nil, err
@@ -147,11 +174,21 @@ func New(cfg Config) (_ *Server, err error) {
 			s.hub.Close()
 		}
 	}()
+	s.initMetrics()
+	if err = s.loadCerts(); err != nil {
+		return nil, err
+	}
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("failed to listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 	}
+	s.httpLn = s.tlsListener(s.httpLn)
 	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("failed to listen for gRPC on %s: %w", cfg.GRPCAddr, err)
+	}
+	if cfg.AdminAddr != "" {
+		if s.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			return nil, fmt.Errorf("failed to listen for the admin listener on %s: %w", cfg.AdminAddr, err)
+		}
 	}
 
 	if cfg.PrimaryAddr != "" {
@@ -169,18 +206,20 @@ func New(cfg Config) (_ *Server, err error) {
 	s.health = newHealthService()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	s.grpcSrv = grpc.NewServer(append(serverOptions(s.log, cfg.APIToken), grpc.MaxRecvMsgSize(maxRecvMsgSize(cfg.MaxDataBytes)))...)
-	switchboardv1.RegisterSwitchboardServiceServer(s.grpcSrv, control.New(control.Config{Hub: s.hub, MaxDataBytes: cfg.MaxDataBytes}))
+	s.grpcSrv = grpc.NewServer(append(s.grpcOptions(), grpc.MaxRecvMsgSize(maxRecvMsgSize(cfg.MaxDataBytes)), grpc.ConnectionTimeout(cfg.Limits.handshakeTimeout()))...)
+	s.api = control.New(s.controlLimits(control.Config{Hub: s.hub, MaxDataBytes: cfg.MaxDataBytes}))
+	switchboardv1.RegisterSwitchboardServiceServer(s.grpcSrv, s.api)
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
 	reflection.Register(s.grpcSrv)
+	s.grpcMetrics.InitializeMetrics(s.grpcSrv)
 
 	mux := http.NewServeMux()
-	s.edge = wsedge.New(wsedge.Config{
+	s.edge = wsedge.New(s.edgeLimits(wsedge.Config{
 		Hub:            s.hub,
 		Logger:         s.log,
 		AllowedOrigins: cfg.AllowedOrigins,
 		KeepAlive:      cfg.KeepAlive,
-	})
+	}))
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
 		if s.state.Load() != stateActive {
 			http.Error(w, "standby: primary is serving", http.StatusServiceUnavailable)
@@ -210,7 +249,7 @@ func New(cfg Config) (_ *Server, err error) {
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
 	s.httpSrv = &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.Limits.handshakeTimeout(),
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
@@ -259,10 +298,12 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpcSrv.Serve(s.grpcLn) }()
 	go func() { errc <- s.httpSrv.Serve(s.httpLn) }()
+	defer s.serveAdmin()() // until shutdown is over
 	s.ready.Store(true)
 	var watching sync.WaitGroup
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
+	s.watchCerts(watchCtx, &watching)
 	if s.standby != nil {
 		// The standby's health follows its state, set by the watcher.
 		watching.Add(1)
@@ -352,7 +393,7 @@ func (s *Server) shutdown() error {
 }
 
 func (s *Server) closeListeners() {
-	for _, ln := range []net.Listener{s.httpLn, s.grpcLn} {
+	for _, ln := range []net.Listener{s.httpLn, s.grpcLn, s.adminLn} {
 		if ln != nil {
 			ln.Close()
 		}

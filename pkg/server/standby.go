@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
@@ -87,8 +86,12 @@ type standby struct {
 }
 
 func newStandby(s *Server) (*standby, error) {
+	creds, err := s.primaryCreds()
+	if err != nil {
+		return nil, err
+	}
 	conn, err := grpc.NewClient(s.cfg.PrimaryAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  primaryRetryMinDelay,
