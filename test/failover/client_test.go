@@ -1,0 +1,405 @@
+package failover
+
+// This file holds a Go stand-in for a browser running web/client.js:
+// connect, read frames, and on a close or a failure reconnect with
+// jittered exponential backoff (quickly after a 1012 hand-back), then
+// resubscribe. It records what a test asserts: message ids, the last
+// count, and how long each reconnect took.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// The client's reconnect rules, as web/client.js has them (scaled down
+// from its 250 ms..10 s so that tests are fast).
+const (
+	minDelay = 100 * time.Millisecond // first backoff; a 1012 waits up to this
+	maxDelay = 2 * time.Second        // backoff cap
+)
+
+// wsClient is one simulated browser.
+type wsClient struct {
+	url, origin string
+	channels    []string
+	// forwardedFor is the browser's own address. All test clients dial
+	// from 127.0.0.1, which is also nginx's (trusted) address, so the
+	// node takes the address to its left in X-Forwarded-For: each client
+	// looks like a browser of its own to the node's per-address limit,
+	// as real browsers do behind nginx.
+	forwardedFor string
+
+	mu         sync.Mutex
+	connected  bool            // a count frame arrived on the current socket
+	count      int64           // last count received
+	ids        map[string]int  // message id -> frames received with it
+	texts      map[string]int  // ShowMessage text -> distinct ids carrying it
+	lostAt     time.Time       // when the previous socket ended; zero while connected
+	reconnects []time.Duration // loss -> first count frame on a new socket
+	joinedAt   []time.Time     // when each reconnect completed
+	dials      int             // dial attempts since the last reset, failed ones included
+	counts     int             // count frames since the last reset
+	closes     map[int]int     // close code -> times (-1: no close frame)
+}
+
+func newClient(url, origin string, channels ...string) *wsClient {
+	return &wsClient{url: url, origin: origin, channels: channels, count: -1,
+		ids: map[string]int{}, texts: map[string]int{}, closes: map[int]int{}}
+}
+
+type frameIn struct {
+	Type        string `json:"type"`
+	Connections int64  `json:"connections"`
+	ID          string `json:"id"`
+	Event       string `json:"event"`
+	Data        struct {
+		Text string `json:"text"`
+	} `json:"data"`
+}
+
+// run connects and reconnects until ctx ends.
+func (c *wsClient) run(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		opened, code := c.connectOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		var d time.Duration
+		if opened && code == int(websocket.StatusServiceRestart) {
+			// Handed back: come back at once, with jitter only.
+			d = rand.N(minDelay)
+			failures = 0
+		} else {
+			if opened {
+				failures = 0
+			}
+			ceiling := min(maxDelay, minDelay<<min(failures, 10))
+			d = ceiling/2 + rand.N(ceiling/2+1) // "equal jitter"
+			failures++
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// connectOnce runs one socket to its end. opened is whether a count frame
+// arrived (the node served us); code is the close code, -1 for none.
+func (c *wsClient) connectOnce(ctx context.Context) (opened bool, code int) {
+	c.mu.Lock()
+	c.dials++
+	c.mu.Unlock()
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	h := http.Header{"Origin": {c.origin}}
+	if c.forwardedFor != "" {
+		h.Set("X-Forwarded-For", c.forwardedFor)
+	}
+	conn, _, err := websocket.Dial(dctx, c.url, &websocket.DialOptions{HTTPHeader: h})
+	cancel()
+	if err != nil {
+		return false, -1
+	}
+	defer conn.CloseNow()
+	for _, ch := range c.channels {
+		b, _ := json.Marshal(map[string]string{"type": "subscribe", "channel": ch})
+		if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
+			break
+		}
+	}
+	for {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			code = int(websocket.CloseStatus(err))
+			c.mu.Lock()
+			c.closes[code]++
+			if c.connected {
+				c.connected = false
+				c.lostAt = time.Now()
+			}
+			c.mu.Unlock()
+			return opened, code
+		}
+		var f frameIn
+		if json.Unmarshal(b, &f) != nil {
+			continue
+		}
+		c.mu.Lock()
+		switch f.Type {
+		case "count":
+			if !c.connected {
+				c.connected = true
+				if !c.lostAt.IsZero() {
+					now := time.Now()
+					c.reconnects = append(c.reconnects, now.Sub(c.lostAt))
+					c.joinedAt = append(c.joinedAt, now)
+					c.lostAt = time.Time{}
+				}
+			}
+			opened = true
+			c.count = f.Connections
+			c.counts++
+		case "message":
+			c.ids[f.ID]++
+			if c.ids[f.ID] == 1 && f.Event == "ShowMessage" {
+				c.texts[f.Data.Text]++
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// fleet is many clients sharing one lifetime.
+type fleet struct {
+	timeout time.Duration // bounds each wait; default waitTimeout
+	clients []*wsClient
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// startFleet connects n clients, in batches so that the start-up itself
+// is not a connect storm, and waits until every one has its first count.
+func startFleet(t testingTB, n int, url, origin string, channels ...string) *fleet {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fleet{cancel: cancel, timeout: waitTimeout + time.Duration(n)*2*time.Millisecond}
+	t.Cleanup(f.stop)
+	const batch = 250
+	for i := 0; i < n; i += batch {
+		for j := i; j < min(i+batch, n); j++ {
+			c := newClient(url, origin, channels...)
+			c.forwardedFor = fakeBrowserAddr()
+			f.clients = append(f.clients, c)
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				c.run(ctx)
+			}()
+		}
+		f.waitConnected(t, "fleet start")
+	}
+	return f
+}
+
+var browserAddrs atomic.Uint32
+
+// fakeBrowserAddr returns a new address in 10.0.0.0/8 for a simulated
+// browser.
+func fakeBrowserAddr() string {
+	n := browserAddrs.Add(1)
+	return fmt.Sprintf("10.%d.%d.%d", n>>16&0xff, n>>8&0xff, n&0xff)
+}
+
+// testingTB is the part of testing.TB the fleet needs.
+type testingTB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
+func (f *fleet) stop() {
+	f.cancel()
+	f.wg.Wait()
+}
+
+// connected returns how many clients have a live socket that got a count.
+func (f *fleet) connected() int {
+	n := 0
+	for _, c := range f.clients {
+		c.mu.Lock()
+		if c.connected {
+			n++
+		}
+		c.mu.Unlock()
+	}
+	return n
+}
+
+func (f *fleet) waitConnected(t testingTB, what string) {
+	t.Helper()
+	deadline := time.Now().Add(f.timeout)
+	for time.Now().Before(deadline) {
+		if f.connected() == len(f.clients) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: %d of %d clients connected after %v", what, f.connected(), len(f.clients), f.timeout)
+}
+
+// waitCounts waits until every client's last count frame says want.
+func (f *fleet) waitCounts(t testingTB, what string, want int64) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < f.timeout {
+		ok := true
+		for _, c := range f.clients {
+			c.mu.Lock()
+			ok = ok && c.connected && c.count == want
+			c.mu.Unlock()
+			if !ok {
+				break
+			}
+		}
+		if ok {
+			return time.Since(start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var wrong []int64
+	for _, c := range f.clients {
+		c.mu.Lock()
+		if c.count != want || !c.connected {
+			wrong = append(wrong, c.count)
+		}
+		c.mu.Unlock()
+	}
+	t.Fatalf("%s: %d clients do not show count %d after %v (they show %v)", what, len(wrong), want, f.timeout, head(wrong, 10))
+	return 0
+}
+
+// resetStats forgets the reconnects recorded so far.
+func (f *fleet) resetStats() {
+	for _, c := range f.clients {
+		c.mu.Lock()
+		c.reconnects, c.joinedAt, c.dials, c.counts = nil, nil, 0, 0
+		clear(c.closes)
+		c.mu.Unlock()
+	}
+}
+
+// reconnectStats returns every reconnect duration since the last reset,
+// sorted, and the times they completed, sorted.
+func (f *fleet) reconnectStats() (durations []time.Duration, joined []time.Time) {
+	for _, c := range f.clients {
+		c.mu.Lock()
+		durations = append(durations, c.reconnects...)
+		joined = append(joined, c.joinedAt...)
+		c.mu.Unlock()
+	}
+	slices.Sort(durations)
+	slices.SortFunc(joined, func(a, b time.Time) int { return a.Compare(b) })
+	return durations, joined
+}
+
+// dials sums the dial attempts since the last reset.
+func (f *fleet) dials() int {
+	n := 0
+	for _, c := range f.clients {
+		c.mu.Lock()
+		n += c.dials
+		c.mu.Unlock()
+	}
+	return n
+}
+
+// countFrames sums the count frames received since the last reset.
+func (f *fleet) countFrames() int {
+	n := 0
+	for _, c := range f.clients {
+		c.mu.Lock()
+		n += c.counts
+		c.mu.Unlock()
+	}
+	return n
+}
+
+// closeCodes sums the close codes the clients saw since the last reset.
+func (f *fleet) closeCodes() map[int]int {
+	out := map[int]int{}
+	for _, c := range f.clients {
+		c.mu.Lock()
+		for k, v := range c.closes {
+			out[k] += v
+		}
+		c.mu.Unlock()
+	}
+	return out
+}
+
+// frames returns, per client, how many frames carried message id.
+func (f *fleet) frames(id string) []int {
+	out := make([]int, len(f.clients))
+	for i, c := range f.clients {
+		c.mu.Lock()
+		out[i] = c.ids[id]
+		c.mu.Unlock()
+	}
+	return out
+}
+
+// textCopies returns, per client, how many distinct message ids carried
+// text: more than one means the same emit was delivered twice under two
+// ids, which dropping repeated ids (as the browser library does) cannot
+// hide.
+func (f *fleet) textCopies(text string) []int {
+	out := make([]int, len(f.clients))
+	for i, c := range f.clients {
+		c.mu.Lock()
+		out[i] = c.texts[text]
+		c.mu.Unlock()
+	}
+	return out
+}
+
+// waitFrames waits until every client has at least one frame of id.
+func (f *fleet) waitFrames(t testingTB, what, id string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < f.timeout {
+		if !slices.Contains(f.frames(id), 0) {
+			return time.Since(start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	missing := 0
+	for _, n := range f.frames(id) {
+		if n == 0 {
+			missing++
+		}
+	}
+	t.Fatalf("%s: message %s missing at %d of %d clients after %v", what, id, missing, len(f.clients), f.timeout)
+	return 0
+}
+
+// percentile returns the p-th percentile (0..100) of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p / 100)
+	return sorted[i]
+}
+
+// maxInWindow returns the most events of sorted times within any window
+// of length w.
+func maxInWindow(sorted []time.Time, w time.Duration) int {
+	best, lo := 0, 0
+	for hi := range sorted {
+		for sorted[hi].Sub(sorted[lo]) >= w {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}
+
+func head[T any](s []T, n int) []T {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
