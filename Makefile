@@ -4,7 +4,7 @@ GOBIN   := $(shell $(GO) env GOPATH)/bin
 BUF     ?= $(shell command -v buf 2>/dev/null || echo $(GOBIN)/buf)
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: help demo run build test test-go test-express test-short lint generate check-generated breaking bench fuzz smoke tools
+.PHONY: help demo run build test test-go test-express test-short lint generate check-generated breaking compare bench fuzz smoke tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ check-generated: generate ## fail when gen/ differs from what proto/ generates
 breaking: ## fail on a breaking change to the API since the previous commit
 	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
 	  $(BUF) breaking --against '.git#ref=HEAD~1'; else echo "no previous commit to compare with"; fi
+
+compare: ## run the same load against Switchboard and the socket.io setup it replaces; prints a table
+	bash bench/compare.sh
 
 bench: ## run the benchmarks properly
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Compare Switchboard with the socket.io setup it replaces
+# (bench/socketio), running the same swbench scenarios against each, one
+# server at a time, each scenario on a freshly started server whose
+# process swbench samples (CPU, RSS).
+#
+#   bench/compare.sh                 # every scenario once
+#   RUNS=3 bench/compare.sh          # medians of three runs
+#   SCENARIOS="a b" bench/compare.sh # a subset
+#   TARGETS=switchboard bench/compare.sh
+#   PIN=1 bench/compare.sh           # server on CPU 0, swbench on CPU 1 (taskset)
+#   SWITCHBOARD_BIN=/tmp/sb-old bench/compare.sh  # a prebuilt node, e.g. another commit's
+#
+# Scenarios (the "Fan-out performance" issue):
+#   a  1,000 clients, 200 emits, one at a time, 128 B
+#   b  2,000 clients, 500 emits, 8 in flight
+#   c  10,000 clients, 2 emits/s for 10 s
+#   d  10,000 idle clients: memory per connection
+#   e  10,000 clients connecting at once: time to connect and count all
+#
+# Prints a markdown table on stdout; logs and one JSON file per run go to
+# $OUT (a temporary directory unless set). Exits non-zero if any run lost,
+# duplicated or reordered a message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-1}
+SCENARIOS=${SCENARIOS:-"a b c d e"}
+TARGETS=${TARGETS:-"socketio switchboard"}
+OUT=${OUT:-$(mktemp -d -t swbench.XXXXXX)}
+PIN=${PIN:-0}
+mkdir -p "$OUT"
+log() { echo "compare: $*" >&2; }
+
+# 10,000 clients hold 10,000 sockets here and as many in the server.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt 10100 ]; then
+  log "warning: ulimit -n is $(ulimit -n); the 10,000-client scenarios need more"
+fi
+read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+if [ $((hi - lo)) -lt 12000 ]; then
+  log "warning: only $((hi - lo)) ephemeral ports ($lo-$hi)"
+fi
+
+log "building into $OUT"
+if [ -n "${SWITCHBOARD_BIN:-}" ]; then
+  cp "$SWITCHBOARD_BIN" "$OUT/switchboard"
+else
+  CGO_ENABLED=0 go build -o "$OUT/switchboard" ./cmd/switchboard
+fi
+go build -o "$OUT/swbench" ./cmd/swbench
+if [[ " $TARGETS " == *" socketio "* ]]; then
+  (cd bench/socketio && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
+# With PIN=1 the server and the load generator get a CPU each, so that
+# neither steals the other's: fairer, but a Go server then has one core.
+SERVER_CPU=() LOAD_CPU=()
+if [ "$PIN" = 1 ]; then
+  SERVER_CPU=(taskset -c 0) LOAD_CPU=(taskset -c 1)
+fi
+
+free_port() {
+  node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'
+}
+
+wait_up() { # url
+  for _ in $(seq 200); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  log "server did not come up at $1"
+  return 1
+}
+
+PID=""
+stop_server() {
+  if [ -n "$PID" ]; then
+    kill -TERM "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+    PID=""
+  fi
+}
+trap stop_server EXIT
+
+# start_server target logfile: starts a fresh server, sets PID and ARGS
+# (the swbench flags that reach it).
+start_server() {
+  local http grpc
+  http=$(free_port)
+  case $1 in
+  switchboard)
+    grpc=$(free_port)
+    SWITCHBOARD_HTTP_ADDR=127.0.0.1:$http SWITCHBOARD_GRPC_ADDR=127.0.0.1:$grpc \
+      SWITCHBOARD_ALLOWED_ORIGINS='*' SWITCHBOARD_LOG_LEVEL=warn \
+      SWITCHBOARD_MAX_CONNS_PER_IP=0 \
+      "${SERVER_CPU[@]}" "$OUT/switchboard" >"$2" 2>&1 &
+    PID=$!
+    ARGS=(-ws "ws://127.0.0.1:$http/ws" -grpc "127.0.0.1:$grpc")
+    wait_up "http://127.0.0.1:$http/readyz"
+    ;;
+  socketio)
+    PORT=$http "${SERVER_CPU[@]}" node bench/socketio/server.js >"$2" 2>&1 &
+    PID=$!
+    ARGS=(-target socketio -url "http://127.0.0.1:$http")
+    wait_up "http://127.0.0.1:$http/healthz"
+    ;;
+  esac
+}
+
+scenario_args() {
+  case $1 in
+  a) echo "-clients 1000 -emits 200 -inflight 1 -payload 128" ;;
+  b) echo "-clients 2000 -emits 500 -inflight 8 -payload 128" ;;
+  c) echo "-clients 10000 -emits 20 -rate 2 -payload 128" ;;
+  d) echo "-clients 10000 -emits 0 -hold 10s" ;;
+  # 500 dialers: a storm, yet within node's default listen backlog (511)
+  # so that neither server is measured on SYN retransmits.
+  e) echo "-clients 10000 -emits 0 -dialers 500" ;;
+  *)
+    log "unknown scenario $1"
+    return 1
+    ;;
+  esac
+}
+
+failed=0
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+for sc in $SCENARIOS; do
+  for target in $TARGETS; do
+    for run in $(seq "$RUNS"); do
+      name="$target-$sc-$run"
+      start_server "$target" "$OUT/$name.server.log"
+      # shellcheck disable=SC2046 # word splitting of the scenario's flags is intended
+      log "$name: swbench ${ARGS[*]} $(scenario_args "$sc") (load $(cut -d' ' -f1-3 /proc/loadavg))"
+      set +e
+      "${LOAD_CPU[@]}" "$OUT/swbench" "${ARGS[@]}" $(scenario_args "$sc") -pid "$PID" -timeout 120s -json \
+        >"$OUT/$name.out" 2>"$OUT/$name.err"
+      rc=$?
+      set -e
+      stop_server
+      tail -n 1 "$OUT/$name.out" >"$OUT/$name.json"
+      grep -v '^{' "$OUT/$name.out" >&2 || true
+      if [ $rc -ne 0 ]; then
+        failed=1
+        log "$name FAILED (exit $rc):"
+        cat "$OUT/$name.err" >&2
+        head -c 1 "$OUT/$name.json" | grep -q '{' || echo '{}' >"$OUT/$name.json"
+      fi
+      sleep 1 # let the sockets of the last run close
+    done
+  done
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+echo "Load average (1, 5, 15 min): $load_before before, $load_after after; $(nproc) CPUs; RUNS=$RUNS (medians); PIN=$PIN."
+echo
+OUT=$OUT SCENARIOS=$SCENARIOS RUNS=$RUNS TARGETS=$TARGETS node bench/table.js
+log "raw results in $OUT"
+exit $failed

@@ -1,0 +1,20 @@
+//go:build linux
+
+// Command swbench is a load generator for Switchboard, and for the
+// socket.io setup it replaces (bench/socketio), so that both can be
+// measured with the same scenarios (bench/compare.sh).
+//
+// It opens -clients WebSocket connections, waits until every one of them
+// has been told the full count, publishes -emits messages over gRPC (or
+// HTTP POST /emit for -target socketio) and checks that every client got
+// every message exactly once and in order. It reports connect time,
+// delivery latency percentiles, deliveries per second and, with -pid, the
+// server's memory per connection and CPU per delivery. It exits non-zero
+// on any lost, duplicated or reordered message.
+//
+//	go run ./cmd/swbench -clients 1000 -emits 200 -pid $(pgrep -n switchboard)
+//	go run ./cmd/swbench -clients 10000 -emits 0 -hold 10s -pid $PID   # idle memory
+//	go run ./cmd/swbench -target socketio -url http://127.0.0.1:3000 -clients 1000 -emits 200
+//
+// It reads /proc and raises RLIMIT_NOFILE, so it is Linux only.
+package main
