@@ -27,7 +27,18 @@ type Client struct {
 	countVer  uint64   // version of the newest count offered, queued or not
 	reason    Reason   // why the hub ends the connection, once it does
 	closed    bool     // no more frames are taken
-	wake      chan struct{}
+	finished  bool     // the writer has run the client's end; it never runs again
+
+	// writing is set while a writer goroutine runs. The writer exists only
+	// while the client is busy, so an idle connection costs no goroutine
+	// here: signal starts it or wakes it, and it returns, under mu, once it
+	// has found nothing to do for writerLinger.
+	writing atomic.Bool
+	wake    chan struct{}
+	// writeCtx serves every write of the client; writeTimer, armed around
+	// each write, cancels it when a write takes longer than WriteTimeout.
+	writeCtx   context.Context
+	writeTimer *time.Timer
 
 	// stopWrite cancels the write in progress, if any. It is called when
 	// the client is dropped as slow, when its transport closes it, and when
@@ -49,9 +60,18 @@ func (h *Hub) Register(t Transport) (*Client, error) {
 		t:         t,
 		id:        lastClientID.Add(1),
 		lastCount: -1,
-		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
+		wake:      make(chan struct{}, 1),
 	}
+	// One context and one timer serve every write of the client: a write
+	// arms the timer, and the timer or a drop cancels the context, which
+	// ends the write in progress and the connection with it. Fan-out thus
+	// allocates nothing per recipient.
+	var cancel context.CancelFunc
+	c.writeCtx, cancel = context.WithCancel(context.Background())
+	c.writeTimer = time.AfterFunc(time.Hour, cancel)
+	c.writeTimer.Stop()
+	c.stopWrite = cancel
 	s := h.clientShard(c)
 	s.mu.Lock()
 	if err := h.refuse(); err != nil {
@@ -68,7 +88,6 @@ func (h *Hub) Register(t Transport) (*Client, error) {
 
 	c.setCount(h.addTotal(1), nil)
 	h.localChanged("")
-	go c.writeLoop()
 	return c, nil
 }
 
@@ -271,61 +290,101 @@ func (c *Client) cancelWrite() {
 	}
 }
 
+// signal makes sure a writer runs to take what was just queued, or to
+// close the client.
 func (c *Client) signal() {
+	if c.writing.CompareAndSwap(false, true) {
+		go c.writeLoop()
+		return
+	}
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
 }
 
+// writerLinger is how long a writer waits for more work before it returns.
+// Long enough that a busy client keeps its writer (starting one per frame
+// would cost more than the wake), short enough that idle connections soon
+// hold no goroutine.
+const writerLinger = 2 * time.Second
+
 // writeLoop is the client's writer: it takes every queued frame at once and
 // writes them in one call, outside any lock. Once the client is closed it
-// closes the transport, unless the transport closed the client itself.
+// closes the transport, unless the transport closed the client itself, and
+// tells the hub the client is finished.
 func (c *Client) writeLoop() {
-	defer c.h.writers.Done()
-	defer close(c.done)
-	// One context and one timer serve every write of the client: a write
-	// arms the timer, and the timer or a drop cancels the context, which
-	// ends the write in progress and the connection with it. Fan-out thus
-	// allocates nothing per recipient.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	timeout := time.AfterFunc(time.Hour, cancel)
-	timeout.Stop()
-	defer timeout.Stop()
-	c.mu.Lock()
-	c.stopWrite = cancel
-	c.mu.Unlock()
-
-	var batch, spare [][]byte
-	for range c.wake {
+	var batch [][]byte
+	var idle *time.Timer
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
+	for {
 		c.mu.Lock()
-		batch, c.queue = c.queue, spare[:0]
+		if c.finished {
+			c.mu.Unlock()
+			return
+		}
+		batch, c.queue = c.queue, batch[:0]
 		c.queued = 0
 		if c.count != nil {
 			batch = append(batch, c.count)
 			c.count = nil
 		}
 		closed, reason := c.closed, c.reason
+		if closed {
+			c.finished = true
+		}
 		c.mu.Unlock()
 
 		if closed {
 			if reason != 0 {
 				c.t.Close(reason)
 			}
+			c.end()
 			return
 		}
-		if len(batch) > 0 {
-			timeout.Reset(c.h.cfg.WriteTimeout)
-			err := c.t.Write(ctx, batch)
-			if !timeout.Stop() || err != nil {
-				c.fail()
+		if len(batch) == 0 {
+			if idle == nil {
+				idle = time.NewTimer(writerLinger)
+			} else {
+				idle.Reset(writerLinger)
+			}
+			select {
+			case <-c.wake:
+				continue
+			case <-idle.C:
+			}
+			c.mu.Lock()
+			if len(c.queue) == 0 && c.count == nil && !c.closed {
+				// A frame queued from now on finds writing false and
+				// starts a new writer.
+				c.writing.Store(false)
+				c.mu.Unlock()
 				return
 			}
+			c.mu.Unlock()
+			continue
+		}
+		c.writeTimer.Reset(c.h.cfg.WriteTimeout)
+		err := c.t.Write(c.writeCtx, batch)
+		if !c.writeTimer.Stop() || err != nil {
+			c.fail()
+			return
 		}
 		clear(batch)
-		spare = batch
 	}
+}
+
+// end releases the client's write resources and tells the hub it is
+// finished; it runs once, on the writer that saw the client closed.
+func (c *Client) end() {
+	c.stopWrite()
+	c.writeTimer.Stop()
+	close(c.done)
+	c.h.writers.Done()
 }
 
 // fail ends the client after a failed write. If the hub or the transport had
@@ -339,6 +398,7 @@ func (c *Client) fail() {
 		c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 		c.queue, c.queued, c.count = nil, 0, nil
 	}
+	c.finished = true
 	reason := c.reason
 	c.mu.Unlock()
 	if failed {
@@ -348,4 +408,5 @@ func (c *Client) fail() {
 	if reason != 0 {
 		c.t.Close(reason)
 	}
+	c.end()
 }
