@@ -207,7 +207,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.limit)
-	t := &transport{ws: ws}
+	t := &transport{ws: ws, cork: hw.cork}
 	c, err := h.hub.Register(t)
 	if err != nil {
 		ws.Close(closeAway, hub.ReasonShutdown.String())
@@ -296,6 +296,7 @@ func (h *Handler) Close() {
 type hijackRecorder struct {
 	http.ResponseWriter
 	conn net.Conn
+	cork *corkWriter
 }
 
 // connBufferSize sizes the buffers a WebSocket connection keeps for its
@@ -313,11 +314,12 @@ func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return c, rw, err
 	}
 	w.conn = c
+	w.cork = &corkWriter{conn: c}
 	r := rw.Reader
 	if r.Buffered() == 0 {
 		r = bufio.NewReaderSize(c, connBufferSize)
 	}
-	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(c, connBufferSize)), nil
+	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(w.cork, connBufferSize)), nil
 }
 
 func (w *hijackRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -428,19 +430,39 @@ func (h *Handler) keepAlive(ctx context.Context, ws *websocket.Conn, c *hub.Clie
 // transport adapts a WebSocket connection to hub.Transport.
 type transport struct {
 	ws      *websocket.Conn
+	cork    *corkWriter // nil if the upgrade did not go through hijackRecorder
 	closing atomic.Bool // the edge is closing the connection itself
+	watched context.Context
 }
 
+// Write sends frames; several go out in one syscall. ctx ends the write:
+// the library watches it during each frame, and the first time Write sees
+// a context, the transport arranges for its end to cut a corked flush
+// blocked on the socket too (the hub passes the same context every time).
 func (t *transport) Write(ctx context.Context, frames [][]byte) error {
+	corked := len(frames) > 1 && t.cork != nil
+	if corked {
+		if ctx != t.watched {
+			t.watched = ctx
+			context.AfterFunc(ctx, t.cork.expire)
+		}
+		t.cork.cork()
+	}
+	var err error
 	for _, f := range frames {
 		if t.closing.Load() {
-			return nil
+			break
 		}
-		if err := t.ws.Write(ctx, websocket.MessageText, f); err != nil {
-			return err
+		if err = t.ws.Write(ctx, websocket.MessageText, f); err != nil {
+			break
 		}
 	}
-	return nil
+	if corked {
+		if uerr := t.cork.uncork(); err == nil {
+			err = uerr
+		}
+	}
+	return err
 }
 
 func (t *transport) Close(r hub.Reason) {
