@@ -35,12 +35,7 @@ func serverOptions(log *slog.Logger, token string, m *grpcprom.ServerMetrics) []
 	})
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithLevels(func(c codes.Code) logging.Level {
-			if c == codes.OK {
-				return logging.LevelDebug
-			}
-			return logging.DefaultServerCodeToLevel(c)
-		}),
+		logging.WithLevels(callLevel),
 	}
 
 	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(onPanic), unaryRequestID}
@@ -132,4 +127,16 @@ func streamRequestID(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, ha
 	w := middleware.WrapServerStream(ss)
 	w.WrappedContext = withRequestID(ss.Context(), id)
 	return handler(srv, w)
+}
+
+// callLevel is the level a finished call is logged at. Success, and the
+// refusals a node makes by design (UNAVAILABLE while draining or passive,
+// RESOURCE_EXHAUSTED past a limit), are debug: callers retry them in bulk,
+// and grpc_server_handled_total counts them by code.
+func callLevel(c codes.Code) logging.Level {
+	switch c {
+	case codes.OK, codes.Unavailable, codes.ResourceExhausted:
+		return logging.LevelDebug
+	}
+	return logging.DefaultServerCodeToLevel(c)
 }
