@@ -276,49 +276,50 @@ func (h *Hub) HandleCounts(c Counts) {
 // deliver encodes m once and queues the same bytes to every local
 // recipient.
 func (h *Hub) deliver(m Message) int {
-	buf := frame.AppendMessage(nil, m.ID, m.Event, m.Channel, m.Data)
-	var slow []*Client
-	n, dropped := 0, int64(0)
+	f := fanout{frame: frame.AppendMessage(nil, m.ID, m.Event, m.Channel, m.Data)}
 	h.emitMu.Lock()
 	if m.Channel == "" {
 		for i := range h.clients {
 			s := &h.clients[i]
 			s.mu.RLock()
-			for c := range s.clients {
-				switch c.enqueue(buf) {
-				case queued:
-					n++
-				case skipped:
-					dropped++
-				case overflow:
-					slow = append(slow, c)
-				}
-			}
+			f.queue(s.clients)
 			s.mu.RUnlock()
 		}
 	} else {
 		s := h.channelShard(m.Channel)
 		s.mu.RLock()
-		for c := range s.channels[m.Channel] {
-			switch c.enqueue(buf) {
-			case queued:
-				n++
-			case skipped:
-				dropped++
-			case overflow:
-				slow = append(slow, c)
-			}
-		}
+		f.queue(s.channels[m.Channel])
 		s.mu.RUnlock()
 	}
 	h.emitMu.Unlock()
-	h.stats.Delivered.Add(int64(n))
-	h.stats.DroppedClosed.Add(dropped)
-	for _, c := range slow {
+	h.stats.Delivered.Add(int64(f.queued))
+	h.stats.DroppedClosed.Add(f.dropped)
+	for _, c := range f.slow {
 		h.stats.SlowDisconnects.Add(1)
 		c.drop()
 	}
-	return n
+	return f.queued
+}
+
+// fanout queues one frame to sets of clients and tallies the outcomes.
+type fanout struct {
+	frame   []byte
+	queued  int
+	dropped int64     // recipients already closing
+	slow    []*Client // recipients whose queue overflowed, to drop outside the locks
+}
+
+func (f *fanout) queue(clients map[*Client]struct{}) {
+	for c := range clients {
+		switch c.enqueue(f.frame) {
+		case queued:
+			f.queued++
+		case skipped:
+			f.dropped++
+		case overflow:
+			f.slow = append(f.slow, c)
+		}
+	}
 }
 
 // Count returns the number of open connections in the cluster, or the
