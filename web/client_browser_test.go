@@ -4,18 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/switchboard-rt/switchboard/internal/browsertest"
+	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/client"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/server"
@@ -34,38 +32,10 @@ window.offA = sb.on("A", (data, msg) => log.events.push("A:" + JSON.stringify(da
 sb.on("*", (data, msg) => log.all.push(msg.event));
 </script>`
 
-func startNode(t *testing.T) *server.Server {
+// startNode runs a node that pages served by httptest may connect to.
+func startNode(t *testing.T) *nodetest.Node {
 	t.Helper()
-	srv, _ := startStoppableNode(t)
-	return srv
-}
-
-// startStoppableNode runs a node until the test ends or stop is called.
-func startStoppableNode(t *testing.T) (_ *server.Server, stop func()) {
-	t.Helper()
-	srv, err := server.New(server.Config{
-		HTTPAddr:       "127.0.0.1:0",
-		GRPCAddr:       "127.0.0.1:0",
-		AllowedOrigins: []string{"127.0.0.1:*"},
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("node: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return srv, stop
+	return nodetest.Start(t, server.Config{AllowedOrigins: []string{"127.0.0.1:*"}})
 }
 
 func deadAddr(t *testing.T) string {
@@ -223,7 +193,7 @@ func TestClientLibrary(t *testing.T) {
 // retried on the standby after the page already got it from the primary.
 // The idempotency key is the message id, so the page shows it once.
 func TestClientDropsRepeatedIDs(t *testing.T) {
-	primary, stopPrimary := startStoppableNode(t)
+	primary := startNode(t)
 	standby := startNode(t)
 	urls, _ := json.Marshal([]string{"ws://" + primary.HTTPAddr() + "/ws", "ws://" + standby.HTTPAddr() + "/ws"})
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -234,7 +204,7 @@ func TestClientDropsRepeatedIDs(t *testing.T) {
 	waitJS(t, tab, `sb.state === "open"`)
 
 	ctx := context.Background()
-	emit := func(node *server.Server, key string, data any) {
+	emit := func(node *nodetest.Node, key string, data any) {
 		t.Helper()
 		c, err := client.Dial(node.GRPCAddr())
 		if err != nil {
@@ -248,7 +218,7 @@ func TestClientDropsRepeatedIDs(t *testing.T) {
 	emit(primary, "k-1", "first")
 	waitJS(t, tab, `log.events.length === 1`)
 
-	stopPrimary()
+	primary.Stop()
 	waitJS(t, tab, `sb.state === "open" && log.states.includes("reconnecting")`)
 	if n := standby.Hub().Count(""); n != 1 {
 		t.Fatalf("standby count: got %d; want 1", n)

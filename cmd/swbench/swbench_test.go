@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
 
@@ -32,28 +33,13 @@ func TestMain(m *testing.M) {
 
 // startSwitchboard runs an in-process node on loopback until the test
 // ends.
-func startSwitchboard(t *testing.T, token string) *server.Server {
+func startSwitchboard(t *testing.T, token string) *nodetest.Node {
 	t.Helper()
-	srv, err := server.New(server.Config{
+	return nodetest.Start(t, server.Config{
 		APIToken:       token,
-		HTTPAddr:       "127.0.0.1:0",
-		GRPCAddr:       "127.0.0.1:0",
 		AllowedOrigins: []string{"*"},
 		Logger:         slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("server.Run: %v", err)
-		}
-	})
-	return srv
 }
 
 func TestRunSwitchboard(t *testing.T) {

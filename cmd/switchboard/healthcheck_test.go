@@ -2,11 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"testing"
 
+	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
 
@@ -35,14 +35,8 @@ func TestProbeURL(t *testing.T) {
 
 func TestHealthcheck(t *testing.T) {
 	t.Parallel()
-	srv, err := server.New(server.Config{HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := nodetest.Start(t, server.Config{Logger: quiet})
 	env := func(name string) string {
 		if name == "SWITCHBOARD_HTTP_ADDR" {
 			return srv.HTTPAddr()
@@ -52,14 +46,7 @@ func TestHealthcheck(t *testing.T) {
 	dead := freeAddr(t)
 
 	// A standby whose primary serves is alive but not ready.
-	standby, err := server.New(server.Config{HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", PrimaryAddr: srv.GRPCAddr(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, scancel := context.WithCancel(context.Background())
-	sdone := make(chan error, 1)
-	go func() { sdone <- standby.Run(sctx) }()
-	defer func() { scancel(); <-sdone }()
+	standby := nodetest.Start(t, server.Config{PrimaryAddr: srv.GRPCAddr(), Logger: quiet})
 
 	for _, tc := range []struct {
 		name string

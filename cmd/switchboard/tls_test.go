@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/certs/certstest"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
@@ -75,18 +75,10 @@ func TestHealthcheckTLS(t *testing.T) {
 	ca := certstest.NewCA(t)
 	dir := t.TempDir()
 	_, certFile, keyFile := ca.Files(t, dir)
-	srv, err := server.New(server.Config{
-		HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
+	srv := nodetest.Start(t, server.Config{
 		TLS:    server.TLSConfig{CertFile: certFile, KeyFile: keyFile},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
 	env := func(name string) string {
 		switch name {
 		case "SWITCHBOARD_HTTP_ADDR":

@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,20 +20,12 @@ import (
 
 	"github.com/switchboard-rt/switchboard/examples/webserver/site"
 	"github.com/switchboard-rt/switchboard/internal/browsertest"
+	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/client"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
 
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t *testing.T) *slog.Logger { return nodetest.Logger(t, slog.LevelWarn) }
 
 // startDemo runs the demo on free ports and returns its web servers' URLs,
 // read from its "web: " lines as a user would.
@@ -182,54 +173,21 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// node is a Switchboard node the test can stop and start again on the same
-// addresses.
-type node struct {
-	t          *testing.T
-	http, grpc string
-	stop       context.CancelFunc
-	done       chan error
-}
-
-func (n *node) start() {
-	n.t.Helper()
-	srv, err := server.New(server.Config{
-		HTTPAddr:       n.http,
-		GRPCAddr:       n.grpc,
-		AllowedOrigins: []string{"127.0.0.1:*"},
-		Logger:         testLogger(n.t),
-	})
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.stop, n.done = cancel, make(chan error, 1)
-	go func() { n.done <- srv.Run(ctx) }()
-}
-
-func (n *node) halt() {
-	n.stop()
-	if err := <-n.done; err != nil {
-		n.t.Errorf("node: %v", err)
-	}
-}
-
 // TestPagesSurviveRestart stops and restarts Switchboard under open pages:
 // they show "reconnecting", then the right count again, with no reload.
 func TestPagesSurviveRestart(t *testing.T) {
-	n := &node{t: t, http: freeAddr(t), grpc: freeAddr(t)}
-	n.start()
-	var once sync.Once
-	t.Cleanup(func() { once.Do(n.halt) })
+	// The node stops and starts again on the same addresses.
+	cfg := server.Config{HTTPAddr: freeAddr(t), GRPCAddr: freeAddr(t), AllowedOrigins: []string{"127.0.0.1:*"}}
+	n := nodetest.Start(t, cfg)
 
-	sb, err := client.Dial(n.grpc)
+	sb, err := client.Dial(cfg.GRPCAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sb.Close()
 	web := httptest.NewServer(site.New(site.Config{
 		Switchboard: sb,
-		PublicURLs:  func() []string { return []string{"ws://" + n.http + "/ws"} },
+		PublicURLs:  func() []string { return []string{"ws://" + cfg.HTTPAddr + "/ws"} },
 		Logger:      testLogger(t),
 	}))
 	defer web.Close()
@@ -244,12 +202,11 @@ func TestPagesSurviveRestart(t *testing.T) {
 		}
 	}
 
-	once.Do(n.halt)
+	n.Stop()
 	for i, tab := range []context.Context{a, b} {
 		waitJS(t, tab, fmt.Sprintf("page %d while the node is down", i), `document.querySelector('[data-testid=state]').textContent === "reconnecting"`)
 	}
-	once = sync.Once{}
-	n.start()
+	nodetest.Start(t, cfg)
 	for i, tab := range []context.Context{a, b} {
 		waitJS(t, tab, fmt.Sprintf("page %d after the restart", i), countIs(2)+` && document.querySelector('[data-testid=state]').textContent === "open" && window.notReloaded === true`)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/client"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
@@ -22,17 +23,9 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // startNode runs a real Switchboard node on loopback.
-func startNode(t *testing.T, token string) *server.Server {
+func startNode(t *testing.T, token string) *nodetest.Node {
 	t.Helper()
-	srv, err := server.New(server.Config{HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", APIToken: token, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return srv
+	return nodetest.Start(t, server.Config{APIToken: token, Logger: quiet})
 }
 
 // startSite serves a site that talks to the Switchboard at addr.
