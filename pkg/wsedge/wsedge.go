@@ -207,7 +207,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.limit)
-	t := &transport{ws: ws, cork: hw.cork}
+	t := &transport{ws: ws, sock: hw.sock}
 	c, err := h.hub.Register(t)
 	if err != nil {
 		ws.Close(closeAway, hub.ReasonShutdown.String())
@@ -296,7 +296,7 @@ func (h *Handler) Close() {
 type hijackRecorder struct {
 	http.ResponseWriter
 	conn net.Conn
-	cork *corkWriter
+	sock *socket
 }
 
 // connBufferSize sizes the buffers a WebSocket connection keeps for its
@@ -314,12 +314,12 @@ func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return c, rw, err
 	}
 	w.conn = c
-	w.cork = &corkWriter{conn: c}
+	w.sock = &socket{conn: c}
 	r := rw.Reader
 	if r.Buffered() == 0 {
 		r = bufio.NewReaderSize(c, connBufferSize)
 	}
-	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(w.cork, connBufferSize)), nil
+	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(w.sock, connBufferSize)), nil
 }
 
 func (w *hijackRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -430,38 +430,35 @@ func (h *Handler) keepAlive(ctx context.Context, ws *websocket.Conn, c *hub.Clie
 // transport adapts a WebSocket connection to hub.Transport.
 type transport struct {
 	ws      *websocket.Conn
-	cork    *corkWriter // nil if the upgrade did not go through hijackRecorder
+	sock    *socket     // nil if the upgrade did not go through hijackRecorder
 	closing atomic.Bool // the edge is closing the connection itself
 	watched context.Context
 }
 
-// Write sends frames; several go out in one syscall. ctx ends the write:
-// the library watches it during each frame, and the first time Write sees
-// a context, the transport arranges for its end to cut a corked flush
-// blocked on the socket too (the hub passes the same context every time).
+// Write sends frames as text messages, all in one syscall (see socket).
+// ctx ends the write: the first time Write sees a context, the transport
+// arranges for its end to fail a write blocked on the socket (the hub
+// passes the same context every time).
 func (t *transport) Write(ctx context.Context, frames [][]byte) error {
-	corked := len(frames) > 1 && t.cork != nil
-	if corked {
-		if ctx != t.watched {
-			t.watched = ctx
-			context.AfterFunc(ctx, t.cork.expire)
-		}
-		t.cork.cork()
+	if t.closing.Load() {
+		return nil
 	}
-	var err error
-	for _, f := range frames {
-		if t.closing.Load() {
-			break
+	if t.sock == nil {
+		for _, f := range frames {
+			if err := t.ws.Write(ctx, websocket.MessageText, f); err != nil {
+				return err
+			}
 		}
-		if err = t.ws.Write(ctx, websocket.MessageText, f); err != nil {
-			break
-		}
+		return nil
 	}
-	if corked {
-		if uerr := t.cork.uncork(); err == nil {
-			err = uerr
-		}
+	if ctx != t.watched {
+		t.watched = ctx
+		context.AfterFunc(ctx, t.sock.expire)
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := t.sock.writeText(frames)
 	return err
 }
 

@@ -1,0 +1,89 @@
+package wsedge
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"time"
+)
+
+// socket is the writing side of an upgraded connection, shared by the
+// WebSocket library and the hub's writer.
+//
+// The library writes control frames (pings, pongs, the close frame)
+// through its buffered writer, which flushes each whole frame into Write.
+// The hub's frames skip the library: a server frame is unmasked and, with
+// compression off, just a header and the payload, so writeText encodes a
+// batch into one pooled buffer and sends it in one syscall, without the
+// lock, context watch and flush the library spends on every frame. Both
+// paths write under mu, so every frame reaches the socket whole, and no
+// data frame follows a close frame.
+type socket struct {
+	conn net.Conn
+
+	mu        sync.Mutex
+	closeSent bool // the library has written a close frame
+}
+
+// Write takes a flush of the library's buffered writer: one whole control
+// frame, since they are smaller than its buffer.
+func (s *socket) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(p) > 0 && p[0] == finBit|opClose {
+		s.closeSent = true
+	}
+	return s.conn.Write(p)
+}
+
+// The header bits of the frames the socket writes (RFC 6455 section 5.2).
+const (
+	finBit  = 0x80
+	opText  = 0x1
+	opClose = 0x8
+)
+
+var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledBuffer keeps a rare huge batch from pinning its buffer in the pool.
+const maxPooledBuffer = 64 << 10
+
+// writeText sends each payload as one text message, all in one write.
+// Once a close frame has gone out it sends nothing and reports false.
+func (s *socket) writeText(payloads [][]byte) (sent bool, err error) {
+	bp := frameBuffers.Get().(*[]byte)
+	b := (*bp)[:0]
+	for _, p := range payloads {
+		b = appendTextHeader(b, len(p))
+		b = append(b, p...)
+	}
+	s.mu.Lock()
+	if !s.closeSent {
+		sent = true
+		_, err = s.conn.Write(b)
+	}
+	s.mu.Unlock()
+	if cap(b) <= maxPooledBuffer {
+		*bp = b[:0]
+		frameBuffers.Put(bp)
+	}
+	return sent, err
+}
+
+// appendTextHeader appends the header of an unmasked, final text frame
+// with an n-byte payload.
+func appendTextHeader(b []byte, n int) []byte {
+	switch {
+	case n < 126:
+		return append(b, finBit|opText, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, finBit|opText, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, finBit|opText, 127), uint64(n))
+	}
+}
+
+// expire makes a write blocked on the socket fail at once.
+func (s *socket) expire() {
+	s.conn.SetWriteDeadline(time.Unix(1, 0))
+}
