@@ -226,10 +226,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve reads the browser's frames and keeps the connection alive until it
 // ends, then leaves the hub.
 func (h *Handler) serve(ws *websocket.Conn, t *transport, c *hub.Client) {
-	ctx, cancel := context.WithCancel(context.Background())
-	stopPings := h.keepAlive(ctx, ws, c)
+	stopPings := h.keepAlive(ws, c)
 
-	reason := h.read(ctx, ws, c)
+	reason := h.read(ws, c)
 	if reason != nil {
 		// Say why before leaving the hub: Client.Close cancels a write in
 		// progress, and a canceled write cuts the connection before the
@@ -239,8 +238,7 @@ func (h *Handler) serve(ws *websocket.Conn, t *transport, c *hub.Client) {
 		ws.Close(reason.code, reason.text)
 	}
 	c.Close()
-	ws.CloseNow()
-	cancel()
+	ws.CloseNow() // also ends a ping in progress
 	stopPings()
 }
 
@@ -331,7 +329,12 @@ type closeReason struct {
 
 // read serves the browser's frames until the connection ends. It returns the
 // close to send, if the browser broke the protocol.
-func (h *Handler) read(ctx context.Context, ws *websocket.Conn, c *hub.Client) *closeReason {
+//
+// Reads take a context that never ends: the connection's end stops them,
+// and the library then keeps no cancellation hook on a context for the
+// whole time an idle connection waits to read.
+func (h *Handler) read(ws *websocket.Conn, c *hub.Client) *closeReason {
+	ctx := context.Background()
 	var bucket ratelimit.Bucket
 	if h.frameRate > 0 {
 		bucket = ratelimit.NewBucket(h.frameRate, h.frameBurst, time.Now())
@@ -383,9 +386,10 @@ func (h *Handler) read(ctx context.Context, ws *websocket.Conn, c *hub.Client) *
 
 // keepAlive pings the browser every h.ping and drops the connection when a
 // pong does not come back within h.ping. It keeps no goroutine between
-// pings: a timer starts one for each ping. The returned stop waits for a
-// ping in progress and prevents any other.
-func (h *Handler) keepAlive(ctx context.Context, ws *websocket.Conn, c *hub.Client) (stop func()) {
+// pings: a timer starts one for each ping. The returned stop prevents any
+// further ping and waits for one in progress, which the connection's end
+// cuts short.
+func (h *Handler) keepAlive(ws *websocket.Conn, c *hub.Client) (stop func()) {
 	var (
 		mu      sync.Mutex
 		stopped bool
@@ -402,21 +406,19 @@ func (h *Handler) keepAlive(ctx context.Context, ws *websocket.Conn, c *hub.Clie
 		mu.Unlock()
 		defer pinging.Done()
 
-		pctx, cancel := context.WithTimeout(ctx, h.ping)
-		err := ws.Ping(pctx)
+		ctx, cancel := context.WithTimeout(context.Background(), h.ping)
+		err := ws.Ping(ctx)
 		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				c.Close()
-				ws.CloseNow()
-			}
-			return
-		}
 		mu.Lock()
-		if !stopped {
+		defer mu.Unlock()
+		switch {
+		case stopped:
+		case err != nil:
+			c.Close()
+			ws.CloseNow()
+		default:
 			timer.Reset(h.ping)
 		}
-		mu.Unlock()
 	})
 	return func() {
 		mu.Lock()
