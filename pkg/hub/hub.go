@@ -536,15 +536,7 @@ func (h *Hub) channelShard(name string) *channelShard {
 // progress are canceled. The hub keeps accepting new clients, and
 // Disconnect does not wait for those; use Drain to stop it.
 func (h *Hub) Disconnect(ctx context.Context, r Reason, spread time.Duration) error {
-	var all []*Client
-	for i := range h.clients {
-		s := &h.clients[i]
-		s.mu.RLock()
-		for c := range s.clients {
-			all = append(all, c)
-		}
-		s.mu.RUnlock()
-	}
+	all := h.snapshot()
 	rest := all
 	if len(rest) > 0 && spread > 0 {
 		const steps = 20
@@ -578,13 +570,8 @@ func (h *Hub) Disconnect(ctx context.Context, r Reason, spread time.Duration) er
 	return nil
 }
 
-// HandBack ends every local connection with ReasonHandBack, in random
-// order at jittered times spread over spread, so that the clients
-// reconnect (to the active node) without a stampede, and returns how many
-// it ended. When ctx ends it stops, leaving the rest connected. It does
-// not wait for the connections to finish closing. Call Pause first, or
-// the clients may come straight back.
-func (h *Hub) HandBack(ctx context.Context, spread time.Duration) int {
+// snapshot returns the clients registered right now.
+func (h *Hub) snapshot() []*Client {
 	var all []*Client
 	for i := range h.clients {
 		s := &h.clients[i]
@@ -594,6 +581,17 @@ func (h *Hub) HandBack(ctx context.Context, spread time.Duration) int {
 		}
 		s.mu.RUnlock()
 	}
+	return all
+}
+
+// HandBack ends every local connection with ReasonHandBack, in random
+// order at jittered times spread over spread, so that the clients
+// reconnect (to the active node) without a stampede, and returns how many
+// it ended. When ctx ends it stops, leaving the rest connected. It does
+// not wait for the connections to finish closing. Call Pause first, or
+// the clients may come straight back.
+func (h *Hub) HandBack(ctx context.Context, spread time.Duration) int {
+	all := h.snapshot()
 	mrand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 	// Client i of n goes at a random time within its slot i*spread/n, in
 	// at most 100 slots: the closes are jittered yet span the window.

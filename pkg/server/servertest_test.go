@@ -95,6 +95,13 @@ type nodeOption func(*Server)
 // New and before Run.
 func startNode(t testing.TB, cfg Config, before ...nodeOption) *node {
 	t.Helper()
+	return runNode(t, newNode(t, cfg), plainClients, before...)
+}
+
+// newNode builds a node from cfg, on free loopback ports unless cfg says
+// otherwise, logging to the test.
+func newNode(t testing.TB, cfg Config) *Server {
+	t.Helper()
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = "127.0.0.1:0"
 	}
@@ -108,8 +115,18 @@ func startNode(t testing.TB, cfg Config, before ...nodeOption) *node {
 	if err != nil {
 		t.Fatalf("New: got %v; want nil", err)
 	}
-	return runNode(t, srv, before...)
+	return srv
 }
+
+// clients says how a test's clients reach a node: the URL schemes, the
+// HTTP transport and the gRPC dial options.
+type clients struct {
+	ws, http string
+	hc       http.RoundTripper
+	grpc     []grpc.DialOption
+}
+
+var plainClients = clients{ws: "ws", http: "http"}
 
 // startNodeAt is startNode for fixed addresses just freed, which the
 // kernel may take a moment to give back.
@@ -122,7 +139,7 @@ func startNodeAt(t testing.TB, cfg Config) *node {
 	for {
 		srv, err := New(cfg)
 		if err == nil {
-			return runNode(t, srv)
+			return runNode(t, srv, plainClients)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("New: got %v; want nil", err)
@@ -133,7 +150,7 @@ func startNodeAt(t testing.TB, cfg Config) *node {
 
 // runNode runs srv until the test ends and, unless it is a standby, waits
 // until it is ready.
-func runNode(t testing.TB, srv *Server, before ...nodeOption) *node {
+func runNode(t testing.TB, srv *Server, via clients, before ...nodeOption) *node {
 	t.Helper()
 	for _, fn := range before {
 		fn(srv)
@@ -143,9 +160,12 @@ func runNode(t testing.TB, srv *Server, before ...nodeOption) *node {
 		srv:    srv,
 		cancel: cancel,
 		done:   make(chan struct{}),
-		ws:     "ws://" + srv.HTTPAddr() + "/ws",
-		http:   "http://" + srv.HTTPAddr(),
-		hc:     &http.Client{Transport: &http.Transport{}, Timeout: waitTimeout},
+		ws:     via.ws + "://" + srv.HTTPAddr() + "/ws",
+		http:   via.http + "://" + srv.HTTPAddr(),
+		hc:     &http.Client{Transport: via.hc, Timeout: waitTimeout},
+	}
+	if via.hc == nil {
+		n.hc.Transport = &http.Transport{}
 	}
 	go func() {
 		n.runErr = srv.Run(ctx)
@@ -155,7 +175,7 @@ func runNode(t testing.TB, srv *Server, before ...nodeOption) *node {
 		n.stop(t)
 		n.hc.CloseIdleConnections()
 	})
-	n.conn = dialGRPC(t, srv.GRPCAddr())
+	n.conn = dialGRPC(t, srv.GRPCAddr(), via.grpc...)
 	n.api = switchboardv1.NewSwitchboardServiceClient(n.conn)
 	if srv.cfg.PrimaryAddr != "" {
 		return n // a standby may well never be ready

@@ -26,53 +26,16 @@ import (
 // certificate.
 func startTLSNode(t testing.TB, cfg Config, ca *certstest.CA) *node {
 	t.Helper()
-	if cfg.HTTPAddr == "" {
-		cfg.HTTPAddr = "127.0.0.1:0"
-	}
-	if cfg.GRPCAddr == "" {
-		cfg.GRPCAddr = "127.0.0.1:0"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t, slog.LevelInfo)
-	}
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New: got %v; want nil", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{
-		srv:    srv,
-		cancel: cancel,
-		done:   make(chan struct{}),
-		ws:     "wss://" + srv.HTTPAddr() + "/ws",
-		http:   "https://" + srv.HTTPAddr(),
-		hc: &http.Client{
-			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}},
-			Timeout:   waitTimeout,
-		},
-	}
-	go func() {
-		n.runErr = srv.Run(ctx)
-		close(n.done)
-	}()
-	t.Cleanup(func() {
-		n.stop(t)
-		n.hc.CloseIdleConnections()
-	})
 	tc := &tls.Config{RootCAs: ca.Pool()}
 	if cfg.TLS.GRPCClientCAFile != "" {
 		tc.Certificates = []tls.Certificate{ca.Client(t, "web").TLS(t)}
 	}
-	n.conn = dialGRPC(t, srv.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	n.api = switchboardv1.NewSwitchboardServiceClient(n.conn)
-	if cfg.PrimaryAddr != "" {
-		return n // a standby may well never be ready
-	}
-	eventually(t, waitTimeout, func() (bool, string) {
-		code, err := n.get("/readyz")
-		return code == http.StatusOK, fmt.Sprintf("GET /readyz: got %d, %v; want 200", code, err)
+	return runNode(t, newNode(t, cfg), clients{
+		ws:   "wss",
+		http: "https",
+		hc:   &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}},
+		grpc: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tc))},
 	})
-	return n
 }
 
 // servedSerial returns the serial number of the certificate served at
