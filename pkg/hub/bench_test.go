@@ -22,7 +22,7 @@ type discardTransport struct {
 
 var messagePrefix = []byte(`{"type":"message"`)
 
-func (d *discardTransport) Write(_ context.Context, frames [][]byte) error {
+func (d *discardTransport) Write(frames [][]byte) error {
 	var n int64
 	for _, p := range frames {
 		if bytes.HasPrefix(p, messagePrefix) {
@@ -35,6 +35,7 @@ func (d *discardTransport) Write(_ context.Context, frames [][]byte) error {
 	return nil
 }
 
+func (d *discardTransport) Abort()       {}
 func (d *discardTransport) Close(Reason) {}
 
 // BenchmarkFanout emits one message per iteration to every client; the

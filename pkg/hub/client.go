@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,16 +34,10 @@ type Client struct {
 	// has found nothing to do for writerLinger.
 	writing atomic.Bool
 	wake    chan struct{}
-	// writeCtx serves every write of the client; writeTimer, armed around
-	// each write, cancels it when a write takes longer than WriteTimeout.
-	writeCtx   context.Context
+	// writeTimer, armed around each write, aborts it when it takes longer
+	// than WriteTimeout.
 	writeTimer *time.Timer
-
-	// stopWrite cancels the write in progress, if any. It is called when
-	// the client is dropped as slow, when its transport closes it, and when
-	// a drain runs out of time.
-	stopWrite context.CancelFunc
-	done      chan struct{} // closed once the writer has returned
+	done       chan struct{} // closed once the writer has returned
 
 	subMu sync.Mutex
 	subs  map[string]struct{}
@@ -63,15 +56,11 @@ func (h *Hub) Register(t Transport) (*Client, error) {
 		done:      make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 	}
-	// One context and one timer serve every write of the client: a write
-	// arms the timer, and the timer or a drop cancels the context, which
-	// ends the write in progress and the connection with it. Fan-out thus
-	// allocates nothing per recipient.
-	var cancel context.CancelFunc
-	c.writeCtx, cancel = context.WithCancel(context.Background())
-	c.writeTimer = time.AfterFunc(time.Hour, cancel)
+	// One timer serves every write of the client: a write arms it, and
+	// it aborts the write if it fires. Fan-out thus allocates nothing per
+	// recipient.
+	c.writeTimer = time.AfterFunc(time.Hour, t.Abort)
 	c.writeTimer.Stop()
-	c.stopWrite = cancel
 	s := h.clientShard(c)
 	s.mu.Lock()
 	if err := h.refuse(); err != nil {
@@ -279,15 +268,10 @@ func (c *Client) setCount(t total, frame []byte) {
 	c.signal()
 }
 
-// cancelWrite cancels the write in progress, if any, and every later one;
+// cancelWrite aborts the write in progress, if any, and every later one;
 // it is called only once the client is closed.
 func (c *Client) cancelWrite() {
-	c.mu.Lock()
-	stop := c.stopWrite
-	c.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
+	c.t.Abort()
 }
 
 // signal makes sure a writer runs to take what was just queued, or to
@@ -369,7 +353,7 @@ func (c *Client) writeLoop() {
 			continue
 		}
 		c.writeTimer.Reset(c.h.cfg.WriteTimeout)
-		err := c.t.Write(c.writeCtx, batch)
+		err := c.t.Write(batch)
 		if !c.writeTimer.Stop() || err != nil {
 			c.fail()
 			return
@@ -378,10 +362,9 @@ func (c *Client) writeLoop() {
 	}
 }
 
-// end releases the client's write resources and tells the hub it is
-// finished; it runs once, on the writer that saw the client closed.
+// end stops the client's write timer and tells the hub it is finished; it
+// runs once, on the writer that saw the client closed.
 func (c *Client) end() {
-	c.stopWrite()
 	c.writeTimer.Stop()
 	close(c.done)
 	c.h.writers.Done()

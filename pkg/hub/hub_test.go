@@ -424,14 +424,15 @@ func TestWriteFailure(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, Config{})
 	_, okT := register(t, h)
-	badT := newFake()
-	badT.fail = errWrite
-	bad, err := h.Register(badT)
-	if err != nil {
-		t.Fatalf("Register: got %v; want nil", err)
-	}
+	bad, badT := register(t, h)
 	if err := bad.Subscribe("c"); err != nil {
 		t.Fatalf("Subscribe: got %v; want nil", err)
+	}
+	badT.mu.Lock()
+	badT.fail = errWrite
+	badT.mu.Unlock()
+	if _, _, err := h.Emit(context.Background(), Message{Channel: "c", Event: "E"}); err != nil {
+		t.Fatalf("Emit: got %v; want nil", err)
 	}
 	waitFor(t, "the failing client to be closed", func() bool { return len(badT.closeReasons()) > 0 })
 	if got := h.Count(""); got != 1 {

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -87,14 +86,17 @@ type closeCall struct {
 }
 
 // fakeTransport is a Transport that records what the hub writes. With
-// block set, every Write blocks until its context ends, like a browser that
-// stopped reading; with fail set, every Write fails.
+// block set, every Write blocks until Abort, like a browser that
+// stopped reading; with fail set (under mu), every Write fails.
 type fakeTransport struct {
 	block   bool
 	fail    error
 	onClose func(Reason) // called from Close, before it records
 
 	started chan struct{} // receives once each time a Write starts
+
+	aborted   chan struct{} // closed by Abort
+	abortOnce sync.Once
 
 	mu       sync.Mutex
 	frames   []wireFrame
@@ -107,11 +109,18 @@ type fakeTransport struct {
 
 var _ Transport = (*fakeTransport)(nil)
 
+var errAborted = errors.New("write aborted")
+
 func newFake() *fakeTransport {
-	return &fakeTransport{started: make(chan struct{}, 1)}
+	return &fakeTransport{started: make(chan struct{}, 1), aborted: make(chan struct{})}
 }
 
-func (f *fakeTransport) Write(ctx context.Context, frames [][]byte) error {
+// Abort ends a blocked Write, and makes every later one fail.
+func (f *fakeTransport) Abort() {
+	f.abortOnce.Do(func() { close(f.aborted) })
+}
+
+func (f *fakeTransport) Write(frames [][]byte) error {
 	f.mu.Lock()
 	if f.writing {
 		f.overlaps++
@@ -128,15 +137,20 @@ func (f *fakeTransport) Write(ctx context.Context, frames [][]byte) error {
 	case f.started <- struct{}{}:
 	default:
 	}
-	if f.block {
-		<-ctx.Done()
-		return ctx.Err()
+	select {
+	case <-f.aborted:
+		return errAborted
+	default:
 	}
-	if f.fail != nil {
-		return f.fail
+	if f.block {
+		<-f.aborted
+		return errAborted
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
 	for _, p := range frames {
 		var w wireFrame
 		if err := json.Unmarshal(p, &w); err != nil && f.badFrame == nil {

@@ -1,15 +1,18 @@
 package hub
 
-import "context"
-
 // Transport is what the hub needs from one connection.
 type Transport interface {
 	// Write sends frames, in order, each as one text message. It returns
-	// once all are written or ctx ends. ctx ends after Config.WriteTimeout,
-	// or sooner when the hub drops the client as slow, when the transport
-	// calls Client.Close, or when a drain runs out of time. The hub calls it
-	// from one goroutine at a time and never while holding a lock.
-	Write(ctx context.Context, frames [][]byte) error
+	// once all are written, or with an error once Abort is called. The hub
+	// calls it from one goroutine at a time and never while holding a
+	// lock.
+	Write(frames [][]byte) error
+	// Abort makes the Write in progress, if any, and every later one fail
+	// at once. The hub calls it when a write takes longer than
+	// Config.WriteTimeout, when it drops the client as slow, when the
+	// transport calls Client.Close, and when a drain runs out of time;
+	// possibly more than once, and at the same time as Write.
+	Abort()
 	// Close ends the connection, telling the peer why. The hub calls it at
 	// most once, after the last Write, and never once the transport has
 	// called Client.Close.

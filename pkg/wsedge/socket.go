@@ -1,9 +1,11 @@
 package wsedge
 
 import (
+	"bufio"
 	"encoding/binary"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -20,6 +22,11 @@ import (
 // data frame follows a close frame.
 type socket struct {
 	conn net.Conn
+	// br is the library's buffered reader, which the edge also reads
+	// between messages (see idle.go); raw waits for the connection to be
+	// readable, nil when the connection has no file descriptor (TLS).
+	br  *bufio.Reader
+	raw syscall.RawConn
 
 	mu        sync.Mutex
 	closeSent bool // the library has written a close frame
@@ -39,8 +46,11 @@ func (s *socket) Write(p []byte) (int, error) {
 // The header bits of the frames the socket writes (RFC 6455 section 5.2).
 const (
 	finBit  = 0x80
+	maskBit = 0x80
 	opText  = 0x1
 	opClose = 0x8
+	opPing  = 0x9
+	opPong  = 0xa
 )
 
 var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -70,6 +80,20 @@ func (s *socket) writeText(payloads [][]byte) (sent bool, err error) {
 	return sent, err
 }
 
+// pingFrame is an empty ping: browsers answer it with an empty pong.
+var pingFrame = []byte{finBit | opPing, 0}
+
+// writePing sends a ping, unless a close frame has gone out.
+func (s *socket) writePing() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closeSent {
+		return net.ErrClosed
+	}
+	_, err := s.conn.Write(pingFrame)
+	return err
+}
+
 // appendTextHeader appends the header of an unmasked, final text frame
 // with an n-byte payload.
 func appendTextHeader(b []byte, n int) []byte {
@@ -86,4 +110,26 @@ func appendTextHeader(b []byte, n int) []byte {
 // expire makes a write blocked on the socket fail at once.
 func (s *socket) expire() {
 	s.conn.SetWriteDeadline(time.Unix(1, 0))
+}
+
+// skipPong consumes the frame at the head of the browser's stream if it is
+// a pong, waiting for the rest of it; pongs are at most 131 bytes, well
+// within the buffered reader. Any other frame is left in place.
+func (s *socket) skipPong() (bool, error) {
+	h, err := s.br.Peek(2)
+	if err != nil {
+		return false, err
+	}
+	// Browsers mask every frame; a pong with a longer payload is a
+	// protocol error, which the library reports.
+	const maxControlPayload = 125
+	if h[0] != finBit|opPong || h[1]&maskBit == 0 || int(h[1]&^maskBit) > maxControlPayload {
+		return false, nil
+	}
+	n := 2 + 4 + int(h[1]&^maskBit)
+	if _, err := s.br.Peek(n); err != nil {
+		return false, err
+	}
+	s.br.Discard(n)
+	return true, nil
 }

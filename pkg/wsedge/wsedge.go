@@ -5,9 +5,6 @@ package wsedge
 
 import (
 	"bufio"
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,12 +12,11 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"github.com/switchboard-rt/switchboard/internal/ratelimit"
-	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 )
 
@@ -94,9 +90,13 @@ type Handler struct {
 	rejected   rejections
 
 	mu     sync.Mutex
-	open   map[net.Conn]struct{} // the upgraded connections being served
-	closed bool                  // Close was called
-	served sync.WaitGroup        // ServeHTTP calls past the upgrade
+	open   map[uint64]*conn // the upgraded connections being served, by id
+	lastID uint64
+	closed bool           // Close was called
+	served sync.WaitGroup // connections past the upgrade, until they end
+
+	pollOnce sync.Once
+	poll     *poller // nil without one
 }
 
 // New returns a Handler for cfg.
@@ -106,7 +106,7 @@ func New(cfg Config) *Handler {
 		log:   cfg.Logger,
 		limit: cfg.ReadLimit,
 		ping:  cfg.KeepAlive / 2,
-		open:  make(map[net.Conn]struct{}),
+		open:  make(map[uint64]*conn),
 
 		maxConns:   int64(cfg.MaxConns),
 		perIP:      perIP{max: cfg.MaxConnsPerIP, n: make(map[netip.Addr]int)},
@@ -201,70 +201,74 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("refused websocket upgrade", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		return
 	}
-	if !h.track(hw.conn) {
-		ws.Close(closeAway, hub.ReasonShutdown.String())
+	if hw.sock == nil {
+		// Accept hijacks through hw on every successful upgrade.
+		ws.CloseNow()
 		release()
+		h.log.Error("websocket upgrade did not hijack the connection", "remote", r.RemoteAddr)
 		return
 	}
 	ws.SetReadLimit(h.limit)
-	t := &transport{ws: ws, sock: hw.sock}
-	c, err := h.hub.Register(t)
-	if err != nil {
+	c := &conn{h: h, ws: ws, sock: hw.sock, release: release}
+	if !h.track(c) {
 		ws.Close(closeAway, hub.ReasonShutdown.String())
-		h.untrack(hw.conn)
 		release()
 		return
 	}
-	conn := hw.conn
-	go func() {
-		defer release()
-		defer h.untrack(conn)
-		h.serve(ws, t, c)
-	}()
-}
-
-// serve reads the browser's frames and keeps the connection alive until it
-// ends, then leaves the hub.
-func (h *Handler) serve(ws *websocket.Conn, t *transport, c *hub.Client) {
-	stopPings := h.keepAlive(ws, c)
-
-	reason := h.read(ws, c)
-	if reason != nil {
-		// Say why before leaving the hub: Client.Close cancels a write in
-		// progress, and a canceled write cuts the connection before the
-		// close frame could go out. Frames the hub queues meanwhile are
-		// dropped, not failed.
-		t.closing.Store(true)
-		ws.Close(reason.code, reason.text)
+	c.hc, err = h.hub.Register(c)
+	if err != nil {
+		ws.Close(closeAway, hub.ReasonShutdown.String())
+		h.untrack(c)
+		release()
+		return
 	}
-	c.Close()
-	ws.CloseNow() // also ends a ping in progress
-	stopPings()
+	c.start()
 }
 
-// track records an upgraded connection so that Close can end it; c is nil
-// if the upgrade did not go through hijackRecorder. It reports false once
-// Close has been called.
-func (h *Handler) track(c net.Conn) bool {
+// track records an upgraded connection, so that Close can end it and the
+// poller can find it. It reports false once Close has been called.
+func (h *Handler) track(c *conn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return false
 	}
-	if c != nil {
-		h.open[c] = struct{}{}
-	}
+	h.lastID++
+	c.id = h.lastID
+	h.open[c.id] = c
 	h.served.Add(1)
 	return true
 }
 
-func (h *Handler) untrack(c net.Conn) {
+func (h *Handler) untrack(c *conn) {
 	h.mu.Lock()
-	if c != nil {
-		delete(h.open, c)
-	}
+	delete(h.open, c.id)
 	h.mu.Unlock()
 	h.served.Done()
+}
+
+// wake starts the reader of connection id, which has input.
+func (h *Handler) wake(id uint64) {
+	h.mu.Lock()
+	c := h.open[id]
+	h.mu.Unlock()
+	if c != nil {
+		c.wake()
+	}
+}
+
+// poller returns the handler's poller, starting it on first use; nil if
+// the system has none.
+func (h *Handler) poller() *poller {
+	h.pollOnce.Do(func() {
+		p, err := newPoller(h.wake)
+		if err != nil {
+			h.log.Debug("no poller for idle connections: each has a reader goroutine", "err", err)
+			return
+		}
+		h.poll = p
+	})
+	return h.poll
 }
 
 func (h *Handler) isClosed() bool {
@@ -274,19 +278,27 @@ func (h *Handler) isClosed() bool {
 }
 
 // Close cuts every connection still open, without a close handshake,
-// refuses new upgrades with 503, and waits until every connection's
-// handler has returned. It is the last step of a shutdown, for browsers
-// that did not finish their goodbye in time: http.Server.Shutdown and
-// Close do not see hijacked connections, and a WebSocket close handshake
-// with a silent peer takes up to 10 s.
+// refuses new upgrades with 503, and waits until every connection has
+// ended. It is the last step of a shutdown, for browsers that did not
+// finish their goodbye in time: http.Server.Shutdown and Close do not see
+// hijacked connections, and a WebSocket close handshake with a silent
+// peer takes up to 10 s.
 func (h *Handler) Close() {
 	h.mu.Lock()
 	h.closed = true
-	for c := range h.open {
-		c.Close()
+	open := make([]*conn, 0, len(h.open))
+	for _, c := range h.open {
+		open = append(open, c)
 	}
 	h.mu.Unlock()
+	for _, c := range open {
+		c.kill()
+	}
 	h.served.Wait()
+	h.pollOnce.Do(func() {}) // no poller starts from now on
+	if h.poll != nil {
+		h.poll.close()
+	}
 }
 
 // hijackRecorder keeps the connection websocket.Accept hijacks, so that
@@ -297,14 +309,26 @@ type hijackRecorder struct {
 	sock *socket
 }
 
-// connBufferSize sizes the buffers a WebSocket connection keeps for its
-// whole life. Browsers send small frames and the server's frames are
-// written whole, so 512 bytes serve as well as net/http's 4 KiB and save
-// 7 KiB on every connection.
-const connBufferSize = 512
+// The buffers a WebSocket connection keeps for its whole life, in place
+// of net/http's 4 KiB each. Browsers send small frames: a larger one just
+// takes more reads, and a pong (at most 131 bytes, see skipPong) must fit.
+// The library writes only control frames through its writer, the hub's
+// frames going straight to the socket, and a control frame from the
+// server is at most 127 bytes: it must fit whole (see socket).
+const (
+	connReadBuffer  = 256
+	connWriteBuffer = 128
+)
 
-// Hijack takes the connection from net/http with buffers of
-// connBufferSize, keeping net/http's reader only in the rare case it
+// Compile-time checks: a control frame, 2 bytes of header (and 4 of mask
+// from a browser) and up to 125 of payload, fits in the buffers.
+const (
+	_ = uint(connReadBuffer - (2 + 4 + 125))
+	_ = uint(connWriteBuffer - (2 + 125))
+)
+
+// Hijack takes the connection from net/http with smaller buffers (see
+// connReadBuffer), keeping net/http's reader only in the rare case it
 // already holds bytes past the request.
 func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
@@ -312,158 +336,15 @@ func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return c, rw, err
 	}
 	w.conn = c
-	w.sock = &socket{conn: c}
 	r := rw.Reader
 	if r.Buffered() == 0 {
-		r = bufio.NewReaderSize(c, connBufferSize)
+		r = bufio.NewReaderSize(c, connReadBuffer)
 	}
-	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(w.sock, connBufferSize)), nil
+	w.sock = &socket{conn: c, br: r}
+	if sc, ok := c.(syscall.Conn); ok {
+		w.sock.raw, _ = sc.SyscallConn()
+	}
+	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(w.sock, connWriteBuffer)), nil
 }
 
 func (w *hijackRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-type closeReason struct {
-	code websocket.StatusCode
-	text string
-}
-
-// read serves the browser's frames until the connection ends. It returns the
-// close to send, if the browser broke the protocol.
-//
-// Reads take a context that never ends: the connection's end stops them,
-// and the library then keeps no cancellation hook on a context for the
-// whole time an idle connection waits to read.
-func (h *Handler) read(ws *websocket.Conn, c *hub.Client) *closeReason {
-	ctx := context.Background()
-	var bucket ratelimit.Bucket
-	if h.frameRate > 0 {
-		bucket = ratelimit.NewBucket(h.frameRate, h.frameBurst, time.Now())
-	}
-	for {
-		typ, p, err := ws.Read(ctx)
-		if errors.Is(err, websocket.ErrMessageTooBig) {
-			// The library has sent its 1009 already; closing with a
-			// handshake lets the browser read it before the TCP
-			// connection ends, instead of a reset over the unread rest
-			// of the frame.
-			h.reject(LimitFrameSize)
-			return &closeReason{closeTooBig, fmt.Sprintf("frame larger than %d bytes", h.limit)}
-		}
-		if err != nil {
-			return nil // closed or failed
-		}
-		if h.frameRate > 0 && !bucket.Allow(time.Now()) {
-			h.reject(LimitFrameRate)
-			return &closeReason{closePolicy, "rate limit exceeded"}
-		}
-		if typ != websocket.MessageText {
-			h.reject(LimitInvalidFrame)
-			return &closeReason{closePolicy, "binary frames are not supported"}
-		}
-		in, err := frame.Decode(p)
-		if err != nil {
-			h.reject(LimitInvalidFrame)
-			return &closeReason{closePolicy, err.Error()}
-		}
-		switch in.Op {
-		case frame.OpSubscribe:
-			err = c.Subscribe(in.Channel)
-		case frame.OpUnsubscribe:
-			c.Unsubscribe(in.Channel)
-		}
-		switch {
-		case errors.Is(err, hub.ErrTooManySubscriptions):
-			h.reject(LimitSubscriptions)
-			return &closeReason{closePolicy, "too many subscriptions"}
-		case errors.Is(err, frame.ErrInvalid):
-			h.reject(LimitInvalidFrame)
-			return &closeReason{closePolicy, err.Error()}
-		case err != nil:
-			return nil // the hub has closed the client
-		}
-	}
-}
-
-// keepAlive pings the browser every h.ping and drops the connection when a
-// pong does not come back within h.ping. It keeps no goroutine between
-// pings: a timer starts one for each ping. The returned stop prevents any
-// further ping and waits for one in progress, which the connection's end
-// cuts short.
-func (h *Handler) keepAlive(ws *websocket.Conn, c *hub.Client) (stop func()) {
-	var (
-		mu      sync.Mutex
-		stopped bool
-		pinging sync.WaitGroup
-		timer   *time.Timer
-	)
-	timer = time.AfterFunc(h.ping, func() {
-		mu.Lock()
-		if stopped {
-			mu.Unlock()
-			return
-		}
-		pinging.Add(1)
-		mu.Unlock()
-		defer pinging.Done()
-
-		ctx, cancel := context.WithTimeout(context.Background(), h.ping)
-		err := ws.Ping(ctx)
-		cancel()
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case stopped:
-		case err != nil:
-			c.Close()
-			ws.CloseNow()
-		default:
-			timer.Reset(h.ping)
-		}
-	})
-	return func() {
-		mu.Lock()
-		stopped = true
-		timer.Stop()
-		mu.Unlock()
-		pinging.Wait()
-	}
-}
-
-// transport adapts a WebSocket connection to hub.Transport.
-type transport struct {
-	ws      *websocket.Conn
-	sock    *socket     // nil if the upgrade did not go through hijackRecorder
-	closing atomic.Bool // the edge is closing the connection itself
-	watched context.Context
-}
-
-// Write sends frames as text messages, all in one syscall (see socket).
-// ctx ends the write: the first time Write sees a context, the transport
-// arranges for its end to fail a write blocked on the socket (the hub
-// passes the same context every time).
-func (t *transport) Write(ctx context.Context, frames [][]byte) error {
-	if t.closing.Load() {
-		return nil
-	}
-	if t.sock == nil {
-		for _, f := range frames {
-			if err := t.ws.Write(ctx, websocket.MessageText, f); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if ctx != t.watched {
-		t.watched = ctx
-		context.AfterFunc(ctx, t.sock.expire)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	_, err := t.sock.writeText(frames)
-	return err
-}
-
-func (t *transport) Close(r hub.Reason) {
-	t.ws.Close(closeCode(r), r.String())
-}
