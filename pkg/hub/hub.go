@@ -52,7 +52,10 @@ type Config struct {
 	// Default: 100ms. Larger saves bandwidth during connect storms; smaller
 	// shows changes sooner. A node with more than 5,000 connections waits
 	// 20µs per connection instead, so that count frames never take more
-	// than about a quarter of a core.
+	// than about a quarter of a core. A burst of changes is sent once it
+	// settles (CountInterval/4 without a change), or after 10 ×
+	// CountInterval if it goes on: a connect storm costs each browser a
+	// few count frames, and the last one follows the storm's end closely.
 	CountInterval time.Duration
 	// MaxSubscriptions bounds the channels one client may subscribe to.
 	// Default: 64.
@@ -452,17 +455,34 @@ func (h *Hub) wakeCountLoop() {
 }
 
 // countLoop sends the global count to every browser and the local counts
-// to the broker, each only when it changed and at most once per
-// CountInterval.
+// to the broker, each only when it changed: once a burst of changes has
+// settled, or has gone on for countMaxDelay, and at least countInterval
+// after the previous send.
 func (h *Hub) countLoop() {
 	defer h.loops.Done()
 	t := time.NewTimer(0)
 	<-t.C
+	quiet := h.cfg.CountInterval / 4
 	for {
 		select {
 		case <-h.countWake:
 		case <-h.done:
 			return
+		}
+		deadline := time.Now().Add(h.countMaxDelay())
+		for settling := true; settling; {
+			t.Reset(min(quiet, time.Until(deadline)))
+			select {
+			case <-h.countWake:
+				// Another change: wait for quiet again, unless the
+				// burst has lasted long enough.
+				settling = time.Now().Before(deadline)
+				t.Stop() // and no stale tick after it (Go 1.23 timers)
+			case <-t.C:
+				settling = false
+			case <-h.done:
+				return
+			}
 		}
 		if h.globalDirty.Swap(false) {
 			h.broadcastCount(h.addTotal(0))
@@ -477,6 +497,11 @@ func (h *Hub) countLoop() {
 			return
 		}
 	}
+}
+
+// countMaxDelay is the longest a burst of count changes waits to be sent.
+func (h *Hub) countMaxDelay() time.Duration {
+	return max(10*h.cfg.CountInterval, h.countInterval())
 }
 
 // countCostPerClient is about what one count frame costs the node to write
