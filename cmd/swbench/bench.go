@@ -159,7 +159,7 @@ func (c Config) wsURL() (string, error) {
 // bench is the state of one run shared by its goroutines.
 type bench struct {
 	cfg    Config
-	url    string
+	dialer *wsDialer
 	conns  []*conn
 	target int64 // count every client must see: baseline + Clients
 
@@ -191,9 +191,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	dialer, err := newWSDialer(u, cfg.Origin)
+	if err != nil {
+		return Result{}, err
+	}
 	b := &bench{
 		cfg:     cfg,
-		url:     u,
+		dialer:  dialer,
 		conns:   make([]*conn, cfg.Clients),
 		counted: make(chan struct{}),
 		done:    make(chan struct{}),

@@ -7,24 +7,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"sync/atomic"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 // conn is one measured client. Its reader goroutine alone writes the
 // fields below the line; Run reads them only after the reader returned.
 type conn struct {
-	ws          *websocket.Conn
+	ws          *wsConn
 	countFrames atomic.Int64
 	lastCount   atomic.Int64
 
-	buf      []byte  // reused for every frame
 	lat      []int32 // by seq: latency in µs, at least 1; 0 = not received
 	order    []int32 // seqs in arrival order, first receipts only
 	got      int     // distinct seqs received
@@ -35,12 +30,6 @@ type conn struct {
 	finished bool  // clientDone was called
 	err      error // why the connection ended before the run did
 }
-
-// httpClient performs the WebSocket upgrades. No proxy: the servers under
-// test are local, and HTTP_PROXY must not reroute them.
-var httpClient = &http.Client{Transport: &http.Transport{
-	DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-}}
 
 // dial connects client i, retrying with jittered exponential backoff: a
 // connect storm can overflow the server's listen backlog.
@@ -65,65 +54,62 @@ func (b *bench) dial(ctx context.Context, i int) (*conn, error) {
 	}
 }
 
+// dialOnce connects one client and, within the same 15 s, joins the
+// socket.io namespace or subscribes to cfg.Channel.
 func (b *bench) dialOnce(ctx context.Context) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	opts := &websocket.DialOptions{
-		HTTPClient:      httpClient,
-		CompressionMode: websocket.CompressionDisabled,
-	}
-	if b.cfg.Origin != "" {
-		opts.HTTPHeader = http.Header{"Origin": {b.cfg.Origin}}
-	}
-	ws, resp, err := websocket.Dial(ctx, b.url, opts)
+	ws, err := b.dialer.dial(ctx, b.cfg.Payload+512, b.cfg.Payload+64<<10)
 	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("failed to dial: %w (HTTP %s)", err, resp.Status)
-		}
 		return nil, fmt.Errorf("failed to dial: %w", err)
 	}
-	ws.SetReadLimit(int64(b.cfg.Payload) + 64<<10)
 	c := &conn{
 		ws:    ws,
-		buf:   make([]byte, b.cfg.Payload+512),
 		lat:   make([]int32, b.cfg.Emits),
 		order: make([]int32, 0, b.cfg.Emits),
 	}
 	c.lastCount.Store(-1)
-	switch b.cfg.Target {
-	case TargetSocketIO:
-		err = c.socketIOHandshake(ctx)
-	default:
-		if b.cfg.Channel != "" {
-			msg := fmt.Appendf(nil, `{"type":"subscribe","channel":%q}`, b.cfg.Channel)
-			err = ws.Write(ctx, websocket.MessageText, msg)
-		}
-	}
-	if err != nil {
-		ws.CloseNow()
+	release := ws.bind(ctx)
+	if err := release(b.join(c)); err != nil {
+		ws.close()
 		return nil, err
 	}
 	return c, nil
 }
 
+// join does what a new client does before it is measured: the socket.io
+// handshake, or subscribing to cfg.Channel.
+func (b *bench) join(c *conn) error {
+	switch {
+	case b.cfg.Target == TargetSocketIO:
+		return c.socketIOHandshake()
+	case b.cfg.Channel != "":
+		msg := fmt.Appendf(nil, `{"type":"subscribe","channel":%q}`, b.cfg.Channel)
+		if err := c.ws.writeText(msg); err != nil {
+			return fmt.Errorf("failed to subscribe: %w", err)
+		}
+	}
+	return nil
+}
+
 // socketIOHandshake joins the default namespace over a WebSocket-only
 // Engine.IO v4 connection: the server opens with "0{...}", the client
 // sends "40", the server confirms with "40{...}".
-func (c *conn) socketIOHandshake(ctx context.Context) error {
+func (c *conn) socketIOHandshake() error {
 	sentConnect := false
 	for {
-		frame, err := c.next(ctx)
+		frame, err := c.ws.next()
 		if err != nil {
 			return fmt.Errorf("failed to join the socket.io namespace: %w", err)
 		}
 		switch {
 		case len(frame) > 0 && frame[0] == '0' && !sentConnect:
-			if err := c.ws.Write(ctx, websocket.MessageText, eioConnect); err != nil {
+			if err := c.ws.writeText(eioConnect); err != nil {
 				return fmt.Errorf("failed to join the socket.io namespace: %w", err)
 			}
 			sentConnect = true
 		case bytes.Equal(frame, eioPing):
-			if err := c.ws.Write(ctx, websocket.MessageText, eioPong); err != nil {
+			if err := c.ws.writeText(eioPong); err != nil {
 				return fmt.Errorf("failed to answer a ping: %w", err)
 			}
 		case bytes.HasPrefix(frame, eioConnect):
@@ -148,38 +134,13 @@ var (
 	keyT       = []byte(`"t":`)
 )
 
-// next reads one message into c.buf, growing it when needed, and returns
-// it; the bytes are valid until the next call.
-func (c *conn) next(ctx context.Context) ([]byte, error) {
-	_, r, err := c.ws.Reader(ctx)
-	if err != nil {
-		return nil, err
-	}
-	n := 0
-	for {
-		if n == len(c.buf) {
-			c.buf = append(c.buf, make([]byte, len(c.buf))...)
-		}
-		m, err := r.Read(c.buf[n:])
-		n += m
-		if err == io.EOF {
-			return c.buf[:n], nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-}
-
-// readLoop reads until the connection ends. It uses a context without a
-// deadline so that reading a frame allocates nothing for the context;
-// closeAll ends it by closing the connection.
+// readLoop reads until the connection ends; closeAll ends it by closing
+// the connection.
 func (c *conn) readLoop(b *bench) {
 	defer b.readers.Done()
-	ctx := context.Background()
 	socketIO := b.cfg.Target == TargetSocketIO
 	for {
-		frame, err := c.next(ctx)
+		frame, err := c.ws.next()
 		if err != nil {
 			c.ended(b, err)
 			return
@@ -190,13 +151,13 @@ func (c *conn) readLoop(b *bench) {
 			case bytes.HasPrefix(frame, eioEvent):
 				c.message(b, frame[len(eioEvent):], now)
 			case bytes.Equal(frame, eioPing):
-				if err := c.ws.Write(ctx, websocket.MessageText, eioPong); err != nil {
+				if err := c.ws.writeText(eioPong); err != nil {
 					c.ended(b, err)
 					return
 				}
 			case bytes.Equal(frame, []byte("41")) || bytes.Equal(frame, []byte("1")):
 				c.ended(b, fmt.Errorf("socket.io disconnected the client (%s)", frame))
-				c.ws.CloseNow()
+				c.ws.close()
 				return
 			}
 			continue
@@ -276,14 +237,15 @@ func (c *conn) ended(b *bench, err error) {
 		return
 	}
 	c.finished = true
-	if !errors.Is(err, net.ErrClosed) && websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+	if !errors.Is(err, net.ErrClosed) && closeCode(err) != closeNormal {
 		c.err = err
 	}
 	b.clientDone()
 }
 
+// close closes the connection at once; the reader then returns.
 func (c *conn) close() {
-	c.ws.CloseNow()
+	c.ws.close()
 }
 
 // field returns the integer after key in data.
