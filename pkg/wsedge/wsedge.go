@@ -38,8 +38,8 @@ type Config struct {
 	ReadLimit int64
 	// KeepAlive is the longest a connection whose network vanished (no
 	// close, no FIN) keeps counting: the edge pings every KeepAlive/2 and
-	// drops a connection whose pong takes longer than KeepAlive/2.
-	// Default: 20s.
+	// drops a connection that sent nothing, not even the pong, within
+	// KeepAlive/2 of a ping. Default: 20s.
 	KeepAlive time.Duration
 	// MaxConns bounds the connections the edge serves at once, counting
 	// upgrades in progress; past it, upgrades get 503 so that a
