@@ -301,11 +301,11 @@ func (h *Handler) Close() {
 	}
 }
 
-// hijackRecorder keeps the connection websocket.Accept hijacks, so that
-// Close can cut it whatever state the WebSocket is in.
+// hijackRecorder keeps the connection websocket.Accept hijacks, as the
+// socket the edge reads, writes and cuts whatever state the WebSocket is
+// in.
 type hijackRecorder struct {
 	http.ResponseWriter
-	conn net.Conn
 	sock *socket
 }
 
@@ -335,7 +335,6 @@ func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, rw, err
 	}
-	w.conn = c
 	r := rw.Reader
 	if r.Buffered() == 0 {
 		r = bufio.NewReaderSize(c, connReadBuffer)
