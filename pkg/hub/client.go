@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -338,6 +339,9 @@ func (c *Client) writeLoop() {
 			}
 			select {
 			case <-c.wake:
+				// Let the goroutines that woke this one, and others
+				// ready to run, queue more before the batch is taken.
+				runtime.Gosched()
 				continue
 			case <-idle.C:
 			}
