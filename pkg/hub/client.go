@@ -339,9 +339,11 @@ func (c *Client) writeLoop() {
 			}
 			select {
 			case <-c.wake:
-				// Let the goroutines that woke this one, and others
-				// ready to run, queue more before the batch is taken.
-				runtime.Gosched()
+				// While other emits are being fanned out, let them
+				// queue their frames before the batch is taken.
+				if c.h.fanouts.Load() > 0 {
+					runtime.Gosched()
+				}
 				continue
 			case <-idle.C:
 			}

@@ -131,7 +131,8 @@ type Hub struct {
 	nextID   atomic.Uint64
 	idPrefix string
 
-	emitMu sync.Mutex // orders deliveries: every client sees messages in one order
+	emitMu  sync.Mutex   // orders deliveries: every client sees messages in one order
+	fanouts atomic.Int32 // deliveries waiting for emitMu or fanning out
 
 	remoteMu sync.RWMutex
 	remote   map[string]Counts // other nodes' counts, by node
@@ -282,6 +283,7 @@ func (h *Hub) HandleCounts(c Counts) {
 // recipient.
 func (h *Hub) deliver(m Message) int {
 	f := fanout{frame: frame.AppendMessage(nil, m.ID, m.Event, m.Channel, m.Data)}
+	h.fanouts.Add(1)
 	h.emitMu.Lock()
 	if m.Channel == "" {
 		for i := range h.clients {
@@ -297,6 +299,7 @@ func (h *Hub) deliver(m Message) int {
 		s.mu.RUnlock()
 	}
 	h.emitMu.Unlock()
+	h.fanouts.Add(-1)
 	h.stats.Delivered.Add(int64(f.queued))
 	h.stats.DroppedClosed.Add(f.dropped)
 	for _, c := range f.slow {
