@@ -339,9 +339,10 @@ func (c *Client) writeLoop() {
 			}
 			select {
 			case <-c.wake:
-				// While other emits are being fanned out, let them
-				// queue their frames before the batch is taken.
-				if c.h.fanouts.Load() > 0 {
+				// While another emit waits to fan out behind the one
+				// running, let it queue its frame before the batch is
+				// taken.
+				if c.h.fanouts.Load() > 1 {
 					runtime.Gosched()
 				}
 				continue
