@@ -25,6 +25,7 @@ type Client struct {
 	count     []byte   // latest count frame not yet written, if any
 	lastCount int64    // count carried by the last frame queued
 	countVer  uint64   // version of the newest count offered, queued or not
+	lastFan   uint64   // the fan-out that queued the newest frame
 	reason    Reason   // why the hub ends the connection, once it does
 	closed    bool     // no more frames are taken
 	finished  bool     // the writer has run the client's end; it never runs again
@@ -212,10 +213,11 @@ const (
 	overflow // the queue was full: the client is now closing as slow and must be removed
 )
 
-// enqueue appends frame to the client's queue. When the queue is full, it
-// marks the client closed as slow and frees the queue at once; the caller,
-// which holds registry locks, must then call drop outside them.
-func (c *Client) enqueue(frame []byte) int {
+// enqueue appends frame, from fan-out number seq, to the client's queue.
+// When the queue is full, it marks the client closed as slow and frees
+// the queue at once; the caller, which holds registry locks, must then
+// call drop outside them.
+func (c *Client) enqueue(frame []byte, seq uint64) int {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -231,6 +233,7 @@ func (c *Client) enqueue(frame []byte) int {
 	}
 	c.queue = append(c.queue, frame)
 	c.queued += len(frame)
+	c.lastFan = seq
 	c.mu.Unlock()
 	c.signal()
 	return queued
@@ -339,10 +342,7 @@ func (c *Client) writeLoop() {
 			}
 			select {
 			case <-c.wake:
-				// While another emit waits to fan out behind the one
-				// running, let it queue its frame before the batch is
-				// taken.
-				if c.h.fanouts.Load() > 1 {
+				if c.othersFanningOut() {
 					runtime.Gosched()
 				}
 				continue
@@ -367,6 +367,24 @@ func (c *Client) writeLoop() {
 		}
 		clear(batch)
 	}
+}
+
+// othersFanningOut reports whether a fan-out other than the one that
+// queued the client's newest frame is running or waiting to: a woken
+// writer then yields once, so that its frame joins the batch. The fan-out
+// that woke the writer does not count: yielding to it would only delay
+// the writes of a large one.
+func (c *Client) othersFanningOut() bool {
+	switch n := c.h.fanouts.Load(); {
+	case n == 0:
+		return false
+	case n > 1:
+		return true
+	}
+	c.mu.Lock()
+	mine := c.lastFan
+	c.mu.Unlock()
+	return c.h.fanSeq.Load() != mine
 }
 
 // end stops the client's write timer and tells the hub it is finished; it

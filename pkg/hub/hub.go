@@ -131,8 +131,9 @@ type Hub struct {
 	nextID   atomic.Uint64
 	idPrefix string
 
-	emitMu  sync.Mutex   // orders deliveries: every client sees messages in one order
-	fanouts atomic.Int32 // deliveries waiting for emitMu or fanning out
+	emitMu  sync.Mutex    // orders deliveries: every client sees messages in one order
+	fanouts atomic.Int32  // deliveries waiting for emitMu or fanning out
+	fanSeq  atomic.Uint64 // numbers fan-outs, in order, under emitMu
 
 	remoteMu sync.RWMutex
 	remote   map[string]Counts // other nodes' counts, by node
@@ -285,6 +286,7 @@ func (h *Hub) deliver(m Message) int {
 	f := fanout{frame: frame.AppendMessage(nil, m.ID, m.Event, m.Channel, m.Data)}
 	h.fanouts.Add(1)
 	h.emitMu.Lock()
+	f.seq = h.fanSeq.Add(1)
 	if m.Channel == "" {
 		for i := range h.clients {
 			s := &h.clients[i]
@@ -312,6 +314,7 @@ func (h *Hub) deliver(m Message) int {
 // fanout queues one frame to sets of clients and tallies the outcomes.
 type fanout struct {
 	frame   []byte
+	seq     uint64 // the fan-out's number (Hub.fanSeq)
 	queued  int
 	dropped int64     // recipients already closing
 	slow    []*Client // recipients whose queue overflowed, to drop outside the locks
@@ -319,7 +322,7 @@ type fanout struct {
 
 func (f *fanout) queue(clients map[*Client]struct{}) {
 	for c := range clients {
-		switch c.enqueue(f.frame) {
+		switch c.enqueue(f.frame, f.seq) {
 		case queued:
 			f.queued++
 		case skipped:
