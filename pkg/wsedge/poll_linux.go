@@ -1,7 +1,10 @@
 package wsedge
 
 import (
+	"errors"
+	"log/slog"
 	"os"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -12,16 +15,18 @@ import (
 // thread. Each connection is armed for one event at a time
 // (EPOLLONESHOT): its reader re-arms it when it parks.
 type poller struct {
-	fd   int
-	f    *os.File // fd, registered with Go's network poller
-	rc   syscall.RawConn
-	wake func(id uint64)
-	done chan struct{}
+	fd      int
+	f       *os.File // fd, registered with Go's network poller
+	rc      syscall.RawConn
+	wake    func(id uint64)
+	log     *slog.Logger
+	closing atomic.Bool // close was called
+	done    chan struct{}
 }
 
 // newPoller starts a poller that calls wake with a connection's id when
 // the connection has input; wake must not block.
-func newPoller(wake func(id uint64)) (*poller, error) {
+func newPoller(wake func(id uint64), log *slog.Logger) (*poller, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -37,22 +42,26 @@ func newPoller(wake func(id uint64)) (*poller, error) {
 		f.Close()
 		return nil, err
 	}
-	p := &poller{fd: fd, f: f, rc: rc, wake: wake, done: make(chan struct{})}
+	p := &poller{fd: fd, f: f, rc: rc, wake: wake, log: log, done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
 
-// run delivers events until the poller is closed.
+// run delivers events until the poller is closed. Should epoll fail
+// otherwise, idle connections are no longer read, and their keep-alive
+// ends them: it says so in the log.
 func (p *poller) run() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 256)
-	p.rc.Read(func(fd uintptr) bool {
+	var waitErr error
+	err := p.rc.Read(func(fd uintptr) bool {
 		for {
 			n, err := syscall.EpollWait(int(fd), events, 0)
 			if err == syscall.EINTR {
 				continue
 			}
 			if err != nil {
+				waitErr = os.NewSyscallError("epoll_wait", err)
 				return true
 			}
 			for _, ev := range events[:n] {
@@ -63,6 +72,9 @@ func (p *poller) run() {
 			}
 		}
 	})
+	if err = errors.Join(err, waitErr); err != nil && !p.closing.Load() {
+		p.log.Error("idle-connection poller stopped: idle browsers are no longer read and their keep-alive will drop them", "err", err)
+	}
 }
 
 // watch adds a connection, armed.
@@ -99,6 +111,7 @@ func (p *poller) ctl(rc syscall.RawConn, op int, id uint64) error {
 
 // close stops the poller and waits for it.
 func (p *poller) close() {
+	p.closing.Store(true)
 	p.f.Close()
 	<-p.done
 }

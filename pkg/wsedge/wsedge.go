@@ -261,7 +261,7 @@ func (h *Handler) wake(id uint64) {
 // the system has none.
 func (h *Handler) poller() *poller {
 	h.pollOnce.Do(func() {
-		p, err := newPoller(h.wake)
+		p, err := newPoller(h.wake, h.log)
 		if err != nil {
 			h.log.Debug("no poller for idle connections: each has a reader goroutine", "err", err)
 			return
