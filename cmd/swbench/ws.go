@@ -19,16 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-)
 
-// Frame opcodes (RFC 6455 section 5.2).
-const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
+	"github.com/switchboard-rt/switchboard/internal/wsframe"
 )
 
 // Close codes (RFC 6455 section 7.4.1).
@@ -132,9 +124,9 @@ func (d *wsDialer) dial(ctx context.Context, bufSize, limit int) (*wsConn, error
 type wsConn struct {
 	nc    net.Conn
 	br    *bufio.Reader
-	msg   []byte    // the last data message, reused
-	limit int       // largest data message accepted
-	ctl   [125]byte // the last control frame's payload
+	msg   []byte                          // the last data message, reused
+	limit int                             // largest data message accepted
+	ctl   [wsframe.MaxControlPayload]byte // the last control frame's payload
 
 	wmu  sync.Mutex
 	wbuf []byte // the frame being written, reused under wmu
@@ -239,7 +231,7 @@ func (w *wsConn) next() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if h.opcode >= opClose {
+		if h.opcode >= wsframe.OpClose {
 			if err := w.control(h); err != nil {
 				return nil, err
 			}
@@ -269,11 +261,11 @@ func (w *wsConn) next() ([]byte, error) {
 // continuation only inside a message, text or binary only outside.
 func checkSequence(opcode byte, inMessage bool) error {
 	switch opcode {
-	case opContinuation:
+	case wsframe.OpContinuation:
 		if !inMessage {
 			return errors.New("failed to read a message: continuation frame without a start")
 		}
-	case opText, opBinary:
+	case wsframe.OpText, wsframe.OpBinary:
 		if inMessage {
 			return errors.New("failed to read a message: new message inside a fragmented one")
 		}
@@ -297,11 +289,11 @@ func (w *wsConn) readHeader() (frameHeader, error) {
 	if err != nil {
 		return frameHeader{}, fmt.Errorf("failed to read a frame: %w", err)
 	}
-	h := frameHeader{fin: b[0]&0x80 != 0, opcode: b[0] & 0x0f}
+	h := frameHeader{fin: b[0]&wsframe.FinBit != 0, opcode: b[0] & 0x0f}
 	switch {
 	case b[0]&0x70 != 0:
 		return h, errors.New("failed to read a frame: reserved bits set")
-	case b[1]&0x80 != 0:
+	case b[1]&wsframe.MaskBit != 0:
 		return h, errors.New("failed to read a frame: the server masked it")
 	}
 	size := 2
@@ -343,11 +335,11 @@ func (w *wsConn) control(h frameHeader) error {
 		return fmt.Errorf("failed to read a control frame: %w", err)
 	}
 	switch h.opcode {
-	case opPing:
-		return w.writeFrame(opPong, p)
-	case opClose:
+	case wsframe.OpPing:
+		return w.writeFrame(wsframe.OpPong, p)
+	case wsframe.OpClose:
 		return w.answerClose(p)
-	case opPong:
+	case wsframe.OpPong:
 		return nil
 	}
 	return fmt.Errorf("failed to read a control frame: unknown opcode %#x", h.opcode)
@@ -364,7 +356,7 @@ func (w *wsConn) answerClose(p []byte) error {
 		ce = closeError{code: int(binary.BigEndian.Uint16(p)), reason: string(p[2:])}
 		p = p[:2]
 	}
-	if err := w.writeFrame(opClose, p); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := w.writeFrame(wsframe.OpClose, p); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("failed to answer %w: %w", ce, err)
 	}
 	return ce
@@ -372,14 +364,14 @@ func (w *wsConn) answerClose(p []byte) error {
 
 // writeText sends p as one text message.
 func (w *wsConn) writeText(p []byte) error {
-	return w.writeFrame(opText, p)
+	return w.writeFrame(wsframe.OpText, p)
 }
 
 // writeFrame sends p as one final, masked frame with opcode.
 func (w *wsConn) writeFrame(opcode byte, p []byte) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
-	b := appendFrameHeader(w.wbuf[:0], opcode, len(p))
+	b := wsframe.AppendHeader(w.wbuf[:0], opcode, len(p), true)
 	var key [4]byte
 	binary.LittleEndian.PutUint32(key[:], mrand.Uint32())
 	b = append(b, key[:]...)
@@ -391,20 +383,6 @@ func (w *wsConn) writeFrame(opcode byte, p []byte) error {
 		return fmt.Errorf("failed to write a frame: %w", err)
 	}
 	return nil
-}
-
-// appendFrameHeader appends the header of a final, masked frame with
-// opcode and a payload of n bytes, without the masking key.
-func appendFrameHeader(b []byte, opcode byte, n int) []byte {
-	b = append(b, 0x80|opcode)
-	switch {
-	case n < 126:
-		return append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, 0x80|126), uint16(n))
-	default:
-		return binary.BigEndian.AppendUint64(append(b, 0x80|127), uint64(n))
-	}
 }
 
 // maskBytes XORs p with the repeated masking key.

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/switchboard-rt/switchboard/internal/wsframe"
 )
 
 // payload returns n deterministic bytes that differ with seed.
@@ -227,7 +229,7 @@ func TestWSWriteText(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	if err := w.writeFrame(opClose, []byte{0x03, 0xe8}); err != nil {
+	if err := w.writeFrame(wsframe.OpClose, []byte{0x03, 0xe8}); err != nil {
 		t.Fatal(err)
 	}
 	if err := result(t, results); err != nil {
@@ -373,11 +375,11 @@ func scripted(t *testing.T, script []byte, limit int, hangUp bool) (*wsConn, <-c
 func TestWSFramesInterleaved(t *testing.T) {
 	t.Parallel()
 	script := bytes.Join([][]byte{
-		serverFrame(false, opText, []byte("Hel"), false),
-		serverFrame(true, opPing, []byte("p1"), false),
-		serverFrame(false, opContinuation, []byte("lo, "), false),
-		serverFrame(true, opPong, []byte("x"), false),
-		serverFrame(true, opContinuation, []byte("world"), false),
+		serverFrame(false, wsframe.OpText, []byte("Hel"), false),
+		serverFrame(true, wsframe.OpPing, []byte("p1"), false),
+		serverFrame(false, wsframe.OpContinuation, []byte("lo, "), false),
+		serverFrame(true, wsframe.OpPong, []byte("x"), false),
+		serverFrame(true, wsframe.OpContinuation, []byte("world"), false),
 	}, nil)
 	w, sent := scripted(t, script, 1024, false)
 	got, err := w.next()
@@ -386,7 +388,7 @@ func TestWSFramesInterleaved(t *testing.T) {
 	}
 	select {
 	case f := <-sent:
-		if f[0] != opPong || string(f[1:]) != "p1" {
+		if f[0] != wsframe.OpPong || string(f[1:]) != "p1" {
 			t.Errorf("client answered opcode %#x %q; want a pong p1", f[0], f[1:])
 		}
 	case <-time.After(5 * time.Second):
@@ -401,17 +403,17 @@ func TestWSFrameErrors(t *testing.T) {
 		script []byte
 		want   string
 	}{
-		{"masked", serverFrame(true, opText, []byte("hi"), true), "masked"},
-		{"limit", serverFrame(true, opText, payload(200, 0), false), "limit of 100 bytes"},
-		{"fragments over limit", append(serverFrame(false, opText, payload(60, 0), false),
-			serverFrame(true, opContinuation, payload(60, 0), false)...), "limit of 100 bytes"},
-		{"continuation first", serverFrame(true, opContinuation, []byte("x"), false), "continuation"},
-		{"nested start", append(serverFrame(false, opText, []byte("x"), false),
-			serverFrame(true, opText, []byte("y"), false)...), "inside a fragmented"},
+		{"masked", serverFrame(true, wsframe.OpText, []byte("hi"), true), "masked"},
+		{"limit", serverFrame(true, wsframe.OpText, payload(200, 0), false), "limit of 100 bytes"},
+		{"fragments over limit", append(serverFrame(false, wsframe.OpText, payload(60, 0), false),
+			serverFrame(true, wsframe.OpContinuation, payload(60, 0), false)...), "limit of 100 bytes"},
+		{"continuation first", serverFrame(true, wsframe.OpContinuation, []byte("x"), false), "continuation"},
+		{"nested start", append(serverFrame(false, wsframe.OpText, []byte("x"), false),
+			serverFrame(true, wsframe.OpText, []byte("y"), false)...), "inside a fragmented"},
 		{"reserved bits", []byte{0xc1, 0}, "reserved bits"},
 		{"unknown opcode", serverFrame(true, 0x3, nil, false), "unknown opcode"},
-		{"long ping", serverFrame(true, opPing, payload(126, 0), false), "control frame"},
-		{"truncated", serverFrame(true, opText, []byte("x"), false)[:2], "EOF"},
+		{"long ping", serverFrame(true, wsframe.OpPing, payload(126, 0), false), "control frame"},
+		{"truncated", serverFrame(true, wsframe.OpText, []byte("x"), false)[:2], "EOF"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -440,14 +442,14 @@ func TestWSCloseFrame(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			w, sent := scripted(t, serverFrame(true, opClose, tt.payload, false), 1024, false)
+			w, sent := scripted(t, serverFrame(true, wsframe.OpClose, tt.payload, false), 1024, false)
 			_, err := w.next()
 			var ce closeError
 			if !errors.As(err, &ce) || ce.code != tt.code || ce.reason != tt.reason {
 				t.Fatalf("next: %v; want closeError %d %q", err, tt.code, tt.reason)
 			}
 			f := <-sent
-			if f[0] != opClose || !bytes.Equal(f[1:], tt.echo) {
+			if f[0] != wsframe.OpClose || !bytes.Equal(f[1:], tt.echo) {
 				t.Errorf("client answered opcode %#x %x; want close %x", f[0], f[1:], tt.echo)
 			}
 		})
@@ -646,7 +648,7 @@ func (r *loopReader) Read(p []byte) (int, error) {
 
 func BenchmarkReadMessage(b *testing.B) {
 	msg := payload(128, 0)
-	frames := bytes.Repeat(serverFrame(true, opText, msg, false), 64)
+	frames := bytes.Repeat(serverFrame(true, wsframe.OpText, msg, false), 64)
 	w := &wsConn{
 		br:    bufio.NewReaderSize(&loopReader{frames: frames}, wsReadBufferSize),
 		msg:   make([]byte, 640),

@@ -2,11 +2,12 @@ package wsedge
 
 import (
 	"bufio"
-	"encoding/binary"
 	"net"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/switchboard-rt/switchboard/internal/wsframe"
 )
 
 // socket is the writing side of an upgraded connection, shared by the
@@ -37,21 +38,11 @@ type socket struct {
 func (s *socket) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(p) > 0 && p[0] == finBit|opClose {
+	if len(p) > 0 && p[0] == wsframe.FinBit|wsframe.OpClose {
 		s.closeSent = true
 	}
 	return s.conn.Write(p)
 }
-
-// The header bits of the frames the socket writes (RFC 6455 section 5.2).
-const (
-	finBit  = 0x80
-	maskBit = 0x80
-	opText  = 0x1
-	opClose = 0x8
-	opPing  = 0x9
-	opPong  = 0xa
-)
 
 var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
@@ -64,7 +55,7 @@ func (s *socket) writeText(payloads [][]byte) (sent bool, err error) {
 	bp := frameBuffers.Get().(*[]byte)
 	b := (*bp)[:0]
 	for _, p := range payloads {
-		b = appendTextHeader(b, len(p))
+		b = wsframe.AppendHeader(b, wsframe.OpText, len(p), false)
 		b = append(b, p...)
 	}
 	s.mu.Lock()
@@ -81,7 +72,7 @@ func (s *socket) writeText(payloads [][]byte) (sent bool, err error) {
 }
 
 // pingFrame is an empty ping: browsers answer it with an empty pong.
-var pingFrame = []byte{finBit | opPing, 0}
+var pingFrame = []byte{wsframe.FinBit | wsframe.OpPing, 0}
 
 // writePing sends a ping, unless a close frame has gone out.
 func (s *socket) writePing() error {
@@ -92,19 +83,6 @@ func (s *socket) writePing() error {
 	}
 	_, err := s.conn.Write(pingFrame)
 	return err
-}
-
-// appendTextHeader appends the header of an unmasked, final text frame
-// with an n-byte payload.
-func appendTextHeader(b []byte, n int) []byte {
-	switch {
-	case n < 126:
-		return append(b, finBit|opText, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, finBit|opText, 126), uint16(n))
-	default:
-		return binary.BigEndian.AppendUint64(append(b, finBit|opText, 127), uint64(n))
-	}
 }
 
 // expire makes a write blocked on the socket fail at once.
@@ -122,11 +100,10 @@ func (s *socket) skipPong() (bool, error) {
 	}
 	// Browsers mask every frame; a pong with a longer payload is a
 	// protocol error, which the library reports.
-	const maxControlPayload = 125
-	if h[0] != finBit|opPong || h[1]&maskBit == 0 || int(h[1]&^maskBit) > maxControlPayload {
+	if h[0] != wsframe.FinBit|wsframe.OpPong || h[1]&wsframe.MaskBit == 0 || int(h[1]&^wsframe.MaskBit) > wsframe.MaxControlPayload {
 		return false, nil
 	}
-	n := 2 + 4 + int(h[1]&^maskBit)
+	n := 2 + 4 + int(h[1]&^wsframe.MaskBit)
 	if _, err := s.br.Peek(n); err != nil {
 		return false, err
 	}

@@ -30,24 +30,6 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 	return c.buf.Write(p)
 }
 
-func TestTextHeader(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		n    int
-		want []byte
-	}{
-		{0, []byte{0x81, 0}},
-		{125, []byte{0x81, 125}},
-		{126, []byte{0x81, 126, 0, 126}},
-		{65535, []byte{0x81, 126, 0xff, 0xff}},
-		{65536, []byte{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
-	} {
-		if got := appendTextHeader(nil, tc.n); !bytes.Equal(got, tc.want) {
-			t.Errorf("appendTextHeader(%d): got % x; want % x", tc.n, got, tc.want)
-		}
-	}
-}
-
 func TestWriteTextBatches(t *testing.T) {
 	t.Parallel()
 	conn := &recordingConn{}
