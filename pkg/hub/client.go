@@ -309,8 +309,15 @@ func (c *Client) writeLoop() {
 			idle.Stop()
 		}
 	}()
+	woken := false // by a signal, since the last batch
 	for {
 		c.mu.Lock()
+		if woken && c.othersFanningOut() {
+			c.mu.Unlock()
+			runtime.Gosched()
+			c.mu.Lock()
+		}
+		woken = false
 		if c.finished {
 			c.mu.Unlock()
 			return
@@ -342,9 +349,7 @@ func (c *Client) writeLoop() {
 			}
 			select {
 			case <-c.wake:
-				if c.othersFanningOut() {
-					runtime.Gosched()
-				}
+				woken = true
 				continue
 			case <-idle.C:
 			}
@@ -373,7 +378,7 @@ func (c *Client) writeLoop() {
 // queued the client's newest frame is running or waiting to: a woken
 // writer then yields once, so that its frame joins the batch. The fan-out
 // that woke the writer does not count: yielding to it would only delay
-// the writes of a large one.
+// the writes of a large one. c.mu must be held.
 func (c *Client) othersFanningOut() bool {
 	switch n := c.h.fanouts.Load(); {
 	case n == 0:
@@ -381,10 +386,7 @@ func (c *Client) othersFanningOut() bool {
 	case n > 1:
 		return true
 	}
-	c.mu.Lock()
-	mine := c.lastFan
-	c.mu.Unlock()
-	return c.h.fanSeq.Load() != mine
+	return c.h.fanSeq.Load() != c.lastFan
 }
 
 // end stops the client's write timer and tells the hub it is finished; it
