@@ -19,7 +19,7 @@ type discardTransport struct {
 
 var messagePrefix = []byte(`{"type":"message"`)
 
-func (d *discardTransport) Write(frames [][]byte) error {
+func (d *discardTransport) Write(frames [][]byte) (bool, error) {
 	var n int64
 	for _, p := range frames {
 		if bytes.HasPrefix(p, messagePrefix) {
@@ -29,9 +29,10 @@ func (d *discardTransport) Write(frames [][]byte) error {
 	if n > 0 {
 		d.messages.Add(n)
 	}
-	return nil
+	return false, nil
 }
 
+func (d *discardTransport) Flush() error { return nil }
 func (d *discardTransport) Abort()       {}
 func (d *discardTransport) Close(Reason) {}
 

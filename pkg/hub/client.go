@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,19 +24,17 @@ type Client struct {
 	count     []byte   // latest count frame not yet written, if any
 	lastCount int64    // count carried by the last frame queued
 	countVer  uint64   // version of the newest count offered, queued or not
-	lastFan   uint64   // the fan-out that queued the newest frame
 	reason    Reason   // why the hub ends the connection, once it does
 	closed    bool     // no more frames are taken
 	finished  bool     // the writer has run the client's end; it never runs again
 
-	// writing is set while a writer goroutine runs. The writer exists only
-	// while the client is busy, so an idle connection costs no goroutine
-	// here: signal starts it or wakes it, and it returns, under mu, once it
-	// has found nothing to do for writerLinger.
+	// writing is set while the client is queued in the writer pool or
+	// being written for, by a pool writer or by its own goroutine while the
+	// transport flushes (see writer.go). Whoever clears it does so under mu
+	// after finding nothing to write, so a frame is never left unwritten.
 	writing atomic.Bool
-	wake    chan struct{}
-	// writeTimer, armed around each write, aborts it when it takes longer
-	// than WriteTimeout.
+	// writeTimer, armed while the transport flushes, aborts the flush when
+	// it takes longer than WriteTimeout.
 	writeTimer *time.Timer
 	done       chan struct{} // closed once the writer has returned
 
@@ -56,7 +53,6 @@ func (h *Hub) Register(t Transport) (*Client, error) {
 		id:        lastClientID.Add(1),
 		lastCount: -1,
 		done:      make(chan struct{}),
-		wake:      make(chan struct{}, 1),
 	}
 	// One timer serves every write of the client: a write arms it, and
 	// it aborts the write if it fires. Fan-out thus allocates nothing per
@@ -209,15 +205,17 @@ func (c *Client) kick(r Reason) {
 // The outcomes of enqueue.
 const (
 	queued   = iota
+	idle     // queued to a client with no writer: the caller must push it to the pool
 	skipped  // the client is closing and takes nothing
 	overflow // the queue was full: the client is now closing as slow and must be removed
 )
 
-// enqueue appends frame, from fan-out number seq, to the client's queue.
-// When the queue is full, it marks the client closed as slow and frees
-// the queue at once; the caller, which holds registry locks, must then
-// call drop outside them.
-func (c *Client) enqueue(frame []byte, seq uint64) int {
+// enqueue appends frame to the client's queue. When the client had no
+// writer, it claims one for it and reports idle: the caller pushes it to
+// the writer pool. When the queue is full, it marks the client closed as
+// slow and frees the queue at once; the caller, which holds registry
+// locks, must then call drop outside them.
+func (c *Client) enqueue(frame []byte) int {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -233,15 +231,16 @@ func (c *Client) enqueue(frame []byte, seq uint64) int {
 	}
 	c.queue = append(c.queue, frame)
 	c.queued += len(frame)
-	c.lastFan = seq
 	c.mu.Unlock()
-	c.signal()
+	if c.writing.CompareAndSwap(false, true) {
+		return idle
+	}
 	return queued
 }
 
 // drop finishes what enqueue started for an overflowing client: it cancels
-// the stalled write, wakes the writer to close the transport and removes
-// the client from every registry.
+// the stalled write, has a writer close the transport and removes the
+// client from every registry.
 func (c *Client) drop() {
 	c.cancelWrite()
 	c.signal()
@@ -278,115 +277,86 @@ func (c *Client) cancelWrite() {
 	c.t.Abort()
 }
 
-// signal makes sure a writer runs to take what was just queued, or to
-// close the client.
+// signal makes sure a writer will take what was just queued, or close the
+// client: it queues the client in the writer pool unless a writer already
+// has it.
 func (c *Client) signal() {
 	if c.writing.CompareAndSwap(false, true) {
-		go c.writeLoop()
-		return
-	}
-	select {
-	case c.wake <- struct{}{}:
-	default:
+		c.h.pool.push(c)
 	}
 }
 
-// writerLinger is how long a writer waits for more work before it returns.
-// Long enough that a busy client keeps its writer (starting one per frame
-// would cost more than the wake), short enough that idle connections soon
-// hold no goroutine.
-const writerLinger = 2 * time.Second
+// write is a pool writer's turn with the client: it takes every queued
+// frame and hands them to the transport in one call, outside any lock. If
+// the transport keeps some, a goroutine of the client's own waits for them
+// to be flushed; if frames were queued meanwhile, the client goes back to
+// the pool. Once the client is closed, write closes the transport, unless
+// the transport closed the client itself, and tells the hub the client is
+// finished. It returns batch, emptied, for the writer's next client.
+func (c *Client) write(batch [][]byte) [][]byte {
+	c.mu.Lock()
+	batch, c.queue = c.queue, batch[:0]
+	c.queued = 0
+	if c.count != nil {
+		batch = append(batch, c.count)
+		c.count = nil
+	}
+	closed, reason := c.closed, c.reason
+	switch {
+	case closed:
+		c.finished = true
+	case len(batch) == 0:
+		c.writing.Store(false)
+	}
+	c.mu.Unlock()
 
-// writeLoop is the client's writer: it takes every queued frame at once and
-// writes them in one call, outside any lock. Once the client is closed it
-// closes the transport, unless the transport closed the client itself, and
-// tells the hub the client is finished.
-func (c *Client) writeLoop() {
-	var batch [][]byte
-	var idle *time.Timer
-	defer func() {
-		if idle != nil {
-			idle.Stop()
-		}
-	}()
-	woken := false // by a signal, since the last batch
-	for {
+	switch {
+	case closed && reason != 0:
+		go c.finish(reason)
+		return batch
+	case closed:
+		c.end()
+		return batch
+	case len(batch) == 0:
+		return batch
+	}
+	kept, err := c.t.Write(batch)
+	clear(batch)
+	switch {
+	case err != nil:
+		go c.fail()
+	case kept:
+		go c.flush()
+	default:
 		c.mu.Lock()
-		if woken && c.othersFanningOut() {
-			c.mu.Unlock()
-			runtime.Gosched()
-			c.mu.Lock()
-		}
-		woken = false
-		if c.finished {
-			c.mu.Unlock()
-			return
-		}
-		batch, c.queue = c.queue, batch[:0]
-		c.queued = 0
-		if c.count != nil {
-			batch = append(batch, c.count)
-			c.count = nil
-		}
-		closed, reason := c.closed, c.reason
-		if closed {
-			c.finished = true
+		more := len(c.queue) > 0 || c.count != nil || c.closed
+		if !more {
+			c.writing.Store(false)
 		}
 		c.mu.Unlock()
-
-		if closed {
-			if reason != 0 {
-				c.t.Close(reason)
-			}
-			c.end()
-			return
+		if more {
+			c.h.pool.push(c)
 		}
-		if len(batch) == 0 {
-			if idle == nil {
-				idle = time.NewTimer(writerLinger)
-			} else {
-				idle.Reset(writerLinger)
-			}
-			select {
-			case <-c.wake:
-				woken = true
-				continue
-			case <-idle.C:
-			}
-			c.mu.Lock()
-			if len(c.queue) == 0 && c.count == nil && !c.closed {
-				// A frame queued from now on finds writing false and
-				// starts a new writer.
-				c.writing.Store(false)
-				c.mu.Unlock()
-				return
-			}
-			c.mu.Unlock()
-			continue
-		}
-		c.writeTimer.Reset(c.h.cfg.WriteTimeout)
-		err := c.t.Write(batch)
-		if !c.writeTimer.Stop() || err != nil {
-			c.fail()
-			return
-		}
-		clear(batch)
 	}
+	return batch[:0]
 }
 
-// othersFanningOut reports whether a fan-out other than the one that
-// queued the client's newest frame is running or waiting to: a woken
-// writer then yields once, so that its frame joins the batch. The fan-out
-// that woke the writer does not count: yielding to it would only delay
-// the writes of a large one. c.mu must be held.
-func (c *Client) othersFanningOut() bool {
-	switch n := c.h.fanouts.Load(); {
-	case n == 0:
-		return false
-	case n > 1:
-		return true
+// flush waits, on the client's own goroutine, for the transport to write
+// the frames it kept, then hands the client back to the pool.
+func (c *Client) flush() {
+	c.writeTimer.Reset(c.h.cfg.WriteTimeout)
+	err := c.t.Flush()
+	if !c.writeTimer.Stop() || err != nil {
+		c.fail()
+		return
 	}
-	return c.h.fanSeq.Load() != c.lastFan
+	c.h.pool.push(c)
+}
+
+// finish closes the transport with reason and ends the client.
+func (c *Client) finish(r Reason) {
+	c.t.Close(r)
+	c.end()
 }
 
 // end stops the client's write timer and tells the hub it is finished; it

@@ -3,8 +3,11 @@
 //
 // The hub knows nothing of gRPC or WebSocket. A transport hands it each
 // connection through Register, as a Transport; the hub gives every client a
-// bounded send queue and its own writer goroutine, so a slow or dead browser
-// never delays the others and no lock is held while writing to a socket.
+// bounded send queue, written by a small pool of goroutines shared by all
+// clients. Transports write without blocking and keep what the socket does
+// not take; only then does a client get a goroutine of its own, to wait
+// for the rest to be flushed. So a slow or dead browser never delays the
+// others, and no lock is held while writing to a socket.
 // Messages and counts from other nodes arrive through a Broker, whose
 // default, Local, is a single node that needs nothing outside the process.
 //

@@ -131,9 +131,8 @@ type Hub struct {
 	nextID   atomic.Uint64
 	idPrefix string
 
-	emitMu  sync.Mutex    // orders deliveries: every client sees messages in one order
-	fanouts atomic.Int32  // deliveries waiting for emitMu or fanning out
-	fanSeq  atomic.Uint64 // numbers fan-outs, in order, under emitMu
+	emitMu sync.Mutex // orders deliveries: every client sees messages in one order
+	pool   writerPool
 
 	remoteMu sync.RWMutex
 	remote   map[string]Counts // other nodes' counts, by node
@@ -171,6 +170,7 @@ func New(cfg Config) (*Hub, error) {
 		countWake: make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		pauseCh:   make(chan struct{}),
+		pool:      newWriterPool(),
 	}
 	h.keys.init(cfg.IdempotencyKeys, cfg.IdempotencyTTL)
 	for i := range h.clients {
@@ -283,10 +283,8 @@ func (h *Hub) HandleCounts(c Counts) {
 // deliver encodes m once and queues the same bytes to every local
 // recipient.
 func (h *Hub) deliver(m Message) int {
-	f := fanout{frame: frame.AppendMessage(nil, m.ID, m.Event, m.Channel, m.Data)}
-	h.fanouts.Add(1)
+	f := fanout{pool: &h.pool, frame: frame.AppendMessage(nil, m.ID, m.Event, m.Channel, m.Data)}
 	h.emitMu.Lock()
-	f.seq = h.fanSeq.Add(1)
 	if m.Channel == "" {
 		for i := range h.clients {
 			s := &h.clients[i]
@@ -300,8 +298,8 @@ func (h *Hub) deliver(m Message) int {
 		f.queue(s.channels[m.Channel])
 		s.mu.RUnlock()
 	}
+	f.startWriters()
 	h.emitMu.Unlock()
-	h.fanouts.Add(-1)
 	h.stats.Delivered.Add(int64(f.queued))
 	h.stats.DroppedClosed.Add(f.dropped)
 	for _, c := range f.slow {
@@ -313,24 +311,42 @@ func (h *Hub) deliver(m Message) int {
 
 // fanout queues one frame to sets of clients and tallies the outcomes.
 type fanout struct {
+	pool    *writerPool
 	frame   []byte
-	seq     uint64 // the fan-out's number (Hub.fanSeq)
 	queued  int
 	dropped int64     // recipients already closing
 	slow    []*Client // recipients whose queue overflowed, to drop outside the locks
+	// idle holds recipients that need a writer, pushed to the pool a
+	// chunk at a time: one lock for many clients, and writing starts
+	// while the fan-out goes on.
+	idle  [writerChunk]*Client
+	nidle int
 }
 
 func (f *fanout) queue(clients map[*Client]struct{}) {
 	for c := range clients {
-		switch c.enqueue(f.frame, f.seq) {
+		switch c.enqueue(f.frame) {
 		case queued:
 			f.queued++
+		case idle:
+			f.queued++
+			f.idle[f.nidle] = c
+			if f.nidle++; f.nidle == len(f.idle) {
+				f.startWriters()
+			}
 		case skipped:
 			f.dropped++
 		case overflow:
 			f.slow = append(f.slow, c)
 		}
 	}
+}
+
+// startWriters pushes the recipients that need a writer to the pool.
+func (f *fanout) startWriters() {
+	f.pool.push(f.idle[:f.nidle]...)
+	clear(f.idle[:f.nidle])
+	f.nidle = 0
 }
 
 // Count returns the number of open connections in the cluster, or the

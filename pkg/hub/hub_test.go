@@ -319,6 +319,43 @@ func TestEmitConcurrentOrder(t *testing.T) {
 	}
 }
 
+// TestEmitManyClients fans out to more clients than a pool writer takes
+// at once, some of whose transports keep frames now and then to flush them
+// late: every client gets every message once, in the order of the emits.
+func TestEmitManyClients(t *testing.T) {
+	t.Parallel()
+	const clients, emits = 10 * writerChunk, 200
+	h := newHub(t, Config{})
+	fts := make([]*fakeTransport, clients)
+	for i := range fts {
+		fts[i] = newFake()
+		if i%3 == 0 {
+			fts[i].keepEvery = 2 + i%5
+		}
+		if _, err := h.Register(fts[i]); err != nil {
+			t.Fatalf("Register: %v", err)
+		}
+	}
+	var want []string
+	for i := range emits {
+		id, n, err := h.Emit(t.Context(), Message{Event: "E"})
+		if err != nil || n != clients {
+			t.Fatalf("Emit %d: got %d, %v; want %d, nil", i, n, err, clients)
+		}
+		want = append(want, id)
+	}
+	for i, ft := range fts {
+		waitFor(t, fmt.Sprintf("client %d to get %d messages", i, emits), func() bool { return len(ft.messages()) >= emits })
+		if got := ft.messageIDs(); !slices.Equal(got, want) {
+			t.Errorf("client %d (keepEvery %d): got %d messages %v; want %v", i, ft.keepEvery, len(got), got, want)
+		}
+		ft.check(t)
+	}
+	if got := h.Stats().SlowDisconnects.Load(); got != 0 {
+		t.Errorf("SlowDisconnects: got %d; want 0", got)
+	}
+}
+
 // TestSlowClient stalls one client's transport: the others get every
 // message at once, and the stalled one, whose queue stays within bounds, is
 // dropped as slow when it overflows.
@@ -353,9 +390,9 @@ func TestSlowClient(t *testing.T) {
 			}
 			_ = fast
 			select {
-			case <-slowT.started: // the writer is stuck writing the count
+			case <-slowT.stalled: // the writer is stuck writing the count
 			case <-time.After(waitTimeout):
-				t.Fatal("timed out waiting for the stalled Write")
+				t.Fatal("timed out waiting for the stalled Flush")
 			}
 			for i := 1; i <= tt.overflowAt; i++ {
 				_, n, err := h.Emit(t.Context(), Message{Event: event, Data: data})
@@ -466,7 +503,7 @@ func TestCloseStopsStalledWrite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Register: got %v; want nil", err)
 	}
-	<-ft.started
+	<-ft.stalled
 	c.Close()
 	select {
 	case <-c.done:
@@ -899,7 +936,7 @@ func TestDrainStalledClient(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Register: got %v; want nil", err)
 			}
-			<-stuckT.started
+			<-stuckT.stalled
 			ctx, cancel := context.WithTimeout(t.Context(), tt.drainTimeout)
 			defer cancel()
 			if err := h.Drain(ctx, ReasonShutdown, 0); !errors.Is(err, tt.wantErr) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -86,25 +87,34 @@ type closeCall struct {
 }
 
 // fakeTransport is a Transport that records what the hub writes. With
-// block set, every Write blocks until Abort, like a browser that
-// stopped reading; with fail set (under mu), every Write fails.
+// block set, Write keeps every frame and Flush blocks until Abort, like a
+// browser that stopped reading; with fail set (under mu), every Write
+// fails.
 type fakeTransport struct {
-	block   bool
-	fail    error
-	onClose func(Reason) // called from Close, before it records
+	block bool
+	// keepEvery, if set, makes every keepEvery-th Write keep its frames,
+	// which the next Flush records after a pause: a browser that reads
+	// late, so that the client goes from the pool to a goroutine of its
+	// own and back.
+	keepEvery int
+	fail      error
+	onClose   func(Reason) // called from Close, before it records
 
-	started chan struct{} // receives once each time a Write starts
+	stalled chan struct{} // receives once each time a Flush blocks
 
 	aborted   chan struct{} // closed by Abort
 	abortOnce sync.Once
 
-	mu       sync.Mutex
-	frames   []wireFrame
-	writes   int
-	closes   []closeCall
-	writing  bool // a Write is running
-	overlaps int  // Writes that started while another ran
-	badFrame error
+	mu        sync.Mutex
+	frames    []wireFrame
+	writes    int
+	closes    []closeCall
+	kept      bool     // Write kept frames that Flush has not written
+	keptData  [][]byte // those frames, with keepEvery
+	writing   bool     // a Write or Flush is running
+	overlaps  int      // Writes and Flushes that started while another ran
+	unflushed int      // Writes called while frames were kept
+	badFrame  error
 }
 
 var _ Transport = (*fakeTransport)(nil)
@@ -112,45 +122,67 @@ var _ Transport = (*fakeTransport)(nil)
 var errAborted = errors.New("write aborted")
 
 func newFake() *fakeTransport {
-	return &fakeTransport{started: make(chan struct{}, 1), aborted: make(chan struct{})}
+	return &fakeTransport{stalled: make(chan struct{}, 1), aborted: make(chan struct{})}
 }
 
-// Abort ends a blocked Write, and makes every later one fail.
+// Abort ends a blocked Flush, and makes every later Write and Flush fail.
 func (f *fakeTransport) Abort() {
 	f.abortOnce.Do(func() { close(f.aborted) })
 }
 
-func (f *fakeTransport) Write(frames [][]byte) error {
+// enter marks a Write or Flush running, counting overlaps.
+func (f *fakeTransport) enter() {
 	f.mu.Lock()
 	if f.writing {
 		f.overlaps++
 	}
 	f.writing = true
-	f.writes++
 	f.mu.Unlock()
-	defer func() {
-		f.mu.Lock()
-		f.writing = false
-		f.mu.Unlock()
-	}()
-	select {
-	case f.started <- struct{}{}:
-	default:
-	}
+}
+
+func (f *fakeTransport) leave() {
+	f.mu.Lock()
+	f.writing = false
+	f.mu.Unlock()
+}
+
+func (f *fakeTransport) isAborted() bool {
 	select {
 	case <-f.aborted:
-		return errAborted
+		return true
 	default:
+		return false
 	}
-	if f.block {
-		<-f.aborted
-		return errAborted
-	}
+}
+
+func (f *fakeTransport) Write(frames [][]byte) (bool, error) {
+	f.enter()
+	defer f.leave()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return f.fail
+	f.writes++
+	if f.kept {
+		f.unflushed++
 	}
+	switch {
+	case f.isAborted():
+		return false, errAborted
+	case f.fail != nil:
+		return false, f.fail
+	case f.block:
+		f.kept = true
+		return true, nil
+	case f.keepEvery > 0 && f.writes%f.keepEvery == 0:
+		f.kept = true
+		f.keptData = slices.Clone(frames)
+		return true, nil
+	}
+	f.record(frames)
+	return false, nil
+}
+
+// record decodes and keeps frames; f.mu must be held.
+func (f *fakeTransport) record(frames [][]byte) {
 	for _, p := range frames {
 		var w wireFrame
 		if err := json.Unmarshal(p, &w); err != nil && f.badFrame == nil {
@@ -158,6 +190,28 @@ func (f *fakeTransport) Write(frames [][]byte) error {
 		}
 		f.frames = append(f.frames, w)
 	}
+}
+
+func (f *fakeTransport) Flush() error {
+	f.enter()
+	defer f.leave()
+	if f.block {
+		select {
+		case f.stalled <- struct{}{}:
+		default:
+		}
+		<-f.aborted
+	}
+	if f.keepEvery > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.isAborted() {
+		return errAborted
+	}
+	f.record(f.keptData)
+	f.kept, f.keptData = false, nil
 	return nil
 }
 
@@ -232,7 +286,10 @@ func (f *fakeTransport) check(t testing.TB) {
 		t.Errorf("a frame is not valid JSON: %v", f.badFrame)
 	}
 	if f.overlaps != 0 {
-		t.Errorf("concurrent Writes: got %d; want 0", f.overlaps)
+		t.Errorf("concurrent Writes or Flushes: got %d; want 0", f.overlaps)
+	}
+	if f.unflushed != 0 {
+		t.Errorf("Writes before the Flush of kept frames: got %d; want 0", f.unflushed)
 	}
 	if len(f.closes) > 1 {
 		t.Errorf("Close calls: got %d; want at most 1", len(f.closes))

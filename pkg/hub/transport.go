@@ -2,13 +2,18 @@ package hub
 
 // Transport is what the hub needs from one connection.
 type Transport interface {
-	// Write sends frames, in order, each as one text message. It returns
-	// once all are written, or with an error once Abort is called. The hub
-	// calls it from one goroutine at a time and never while holding a
-	// lock.
-	Write(frames [][]byte) error
-	// Abort makes the Write in progress, if any, and every later one fail
-	// at once. The hub calls it when a write takes longer than
+	// Write sends frames, in order, each as one text message, without
+	// waiting for the peer: it gives the connection what it takes at once
+	// and keeps the rest, reporting whether it kept any. It must not
+	// retain frames (the slice) after it returns. The hub calls Write and
+	// Flush from one goroutine at a time, never while holding a lock, and
+	// calls Flush before Write again whenever Write kept frames.
+	Write(frames [][]byte) (kept bool, err error)
+	// Flush waits until the frames that Write kept are written. It fails
+	// once Abort is called.
+	Flush() error
+	// Abort makes the Flush in progress, if any, and every later Write and
+	// Flush fail at once. The hub calls it when a write takes longer than
 	// Config.WriteTimeout, when it drops the client as slow, when the
 	// transport calls Client.Close, and when a drain runs out of time;
 	// possibly more than once, and at the same time as Write.

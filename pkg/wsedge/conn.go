@@ -381,14 +381,17 @@ func (c *conn) stopPings() {
 	c.pingTimer.Stop()
 }
 
-// Write sends frames as text messages, all in one syscall (see socket).
-func (c *conn) Write(frames [][]byte) error {
+// Write sends frames as text messages, all in one syscall, keeping what
+// the socket does not take at once (see socket).
+func (c *conn) Write(frames [][]byte) (kept bool, err error) {
 	if c.closing.Load() {
-		return nil
+		return false, nil
 	}
-	_, err := c.sock.writeText(frames)
-	return err
+	return c.sock.writeText(frames)
 }
+
+// Flush writes the frames Write kept.
+func (c *conn) Flush() error { return c.sock.flush() }
 
 // Abort makes a write blocked on the socket, and every later one, fail.
 func (c *conn) Abort() { c.sock.expire() }

@@ -342,6 +342,7 @@ func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.sock = &socket{conn: c, br: r}
 	if sc, ok := c.(syscall.Conn); ok {
 		w.sock.raw, _ = sc.SyscallConn()
+		w.sock.sendFn = w.sock.trySend
 	}
 	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(w.sock, connWriteBuffer)), nil
 }
