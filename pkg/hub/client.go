@@ -33,9 +33,10 @@ type Client struct {
 	// transport flushes (see writer.go). Whoever clears it does so under mu
 	// after finding nothing to write, so a frame is never left unwritten.
 	writing atomic.Bool
-	// writeTimer, armed while the transport flushes, aborts the flush when
-	// it takes longer than WriteTimeout.
-	writeTimer *time.Timer
+	// flushTimer, armed while the transport flushes, aborts the flush when
+	// it takes longer than WriteTimeout. Only a client that has been slow
+	// once has one, and only the goroutine that owns the client touches it.
+	flushTimer *time.Timer
 	done       chan struct{} // closed once the writer has returned
 
 	subMu sync.Mutex
@@ -54,11 +55,6 @@ func (h *Hub) Register(t Transport) (*Client, error) {
 		lastCount: -1,
 		done:      make(chan struct{}),
 	}
-	// One timer serves every write of the client: a write arms it, and
-	// it aborts the write if it fires. Fan-out thus allocates nothing per
-	// recipient.
-	c.writeTimer = time.AfterFunc(time.Hour, t.Abort)
-	c.writeTimer.Stop()
 	s := h.clientShard(c)
 	s.mu.Lock()
 	if err := h.refuse(); err != nil {
@@ -295,31 +291,30 @@ func (c *Client) signal() {
 // finished. It returns batch, emptied, for the writer's next client.
 func (c *Client) write(batch [][]byte) [][]byte {
 	c.mu.Lock()
+	if c.closed {
+		c.finished = true
+		reason := c.reason
+		c.mu.Unlock()
+		if reason != 0 {
+			go c.finish(reason)
+		} else {
+			c.end()
+		}
+		return batch
+	}
 	batch, c.queue = c.queue, batch[:0]
 	c.queued = 0
 	if c.count != nil {
 		batch = append(batch, c.count)
 		c.count = nil
 	}
-	closed, reason := c.closed, c.reason
-	switch {
-	case closed:
-		c.finished = true
-	case len(batch) == 0:
+	if len(batch) == 0 {
 		c.writing.Store(false)
+		c.mu.Unlock()
+		return batch
 	}
 	c.mu.Unlock()
 
-	switch {
-	case closed && reason != 0:
-		go c.finish(reason)
-		return batch
-	case closed:
-		c.end()
-		return batch
-	case len(batch) == 0:
-		return batch
-	}
 	kept, err := c.t.Write(batch)
 	clear(batch)
 	switch {
@@ -344,9 +339,13 @@ func (c *Client) write(batch [][]byte) [][]byte {
 // flush waits, on the client's own goroutine, for the transport to write
 // the frames it kept, then hands the client back to the pool.
 func (c *Client) flush() {
-	c.writeTimer.Reset(c.h.cfg.WriteTimeout)
+	if c.flushTimer == nil {
+		c.flushTimer = time.AfterFunc(c.h.cfg.WriteTimeout, c.t.Abort)
+	} else {
+		c.flushTimer.Reset(c.h.cfg.WriteTimeout)
+	}
 	err := c.t.Flush()
-	if !c.writeTimer.Stop() || err != nil {
+	if !c.flushTimer.Stop() || err != nil {
 		c.fail()
 		return
 	}
@@ -359,10 +358,9 @@ func (c *Client) finish(r Reason) {
 	c.end()
 }
 
-// end stops the client's write timer and tells the hub it is finished; it
-// runs once, on the writer that saw the client closed.
+// end tells the hub the client is finished; it runs once, on the writer
+// that saw the client closed.
 func (c *Client) end() {
-	c.writeTimer.Stop()
 	close(c.done)
 	c.h.writers.Done()
 }

@@ -96,10 +96,6 @@ func (s *socket) writeText(payloads [][]byte) (kept bool, err error) {
 		putBuffer(bp)
 		return false, nil
 	}
-	if s.hasKept() {
-		s.keep(bp)
-		return true, nil
-	}
 	n, err := s.send(b)
 	if err != nil || n == len(b) {
 		putBuffer(bp)
@@ -110,22 +106,12 @@ func (s *socket) writeText(payloads [][]byte) (kept bool, err error) {
 	return true, nil
 }
 
-// keep adds the frames in *bp, a pooled buffer, to those kept for flush.
+// keep holds the frames in *bp, a pooled buffer, for flush. The hub
+// calls flush before it calls writeText again, so nothing else is kept.
 func (s *socket) keep(bp *[]byte) {
 	s.keptMu.Lock()
-	defer s.keptMu.Unlock()
-	if s.kept == nil {
-		s.kept = bp
-		return
-	}
-	*s.kept = append(*s.kept, *bp...)
-	putBuffer(bp)
-}
-
-func (s *socket) hasKept() bool {
-	s.keptMu.Lock()
-	defer s.keptMu.Unlock()
-	return s.kept != nil
+	s.kept = bp
+	s.keptMu.Unlock()
 }
 
 // send writes b without waiting for the socket to become writable, and
