@@ -82,7 +82,7 @@ func (p *writerPool) push(cs ...*Client) {
 	for _, c := range cs {
 		p.ready = append(p.ready, readyClient{c, now})
 	}
-	start := max(0, min(p.eager, (len(p.ready)-p.head+writerChunk-1)/writerChunk)-p.running)
+	start := p.eagerToStart()
 	p.running += start
 	p.mu.Unlock()
 	for range start {
@@ -112,9 +112,7 @@ func (p *writerPool) run() {
 		}
 		clear(p.ready[p.head : p.head+n])
 		p.head += n
-		now := clock()
-		another := p.running < p.max && p.head < len(p.ready) &&
-			now-p.ready[p.head].at > writerLag && now-p.last > writerLag
+		another := p.wantAnother(clock())
 		if another {
 			p.running++
 		}
@@ -127,4 +125,20 @@ func (p *writerPool) run() {
 		}
 		clear(chunk[:n])
 	}
+}
+
+// wantAnother reports whether another writer should start at now: the
+// pool may run more, and the queue has stopped growing for writerLag while
+// its oldest client has waited as long. p.mu must be held.
+func (p *writerPool) wantAnother(now time.Duration) bool {
+	return p.running < p.max && p.head < len(p.ready) &&
+		now-p.ready[p.head].at > writerLag && now-p.last > writerLag
+}
+
+// eagerToStart returns how many writers to start now that clients were
+// queued: one per chunk of waiting clients, up to eager running. p.mu must
+// be held.
+func (p *writerPool) eagerToStart() int {
+	chunks := (len(p.ready) - p.head + writerChunk - 1) / writerChunk
+	return max(0, min(p.eager, chunks)-p.running)
 }
