@@ -67,6 +67,7 @@ var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); retur
 // maxPooledBuffer keeps a rare huge batch from pinning its buffer in the pool.
 const maxPooledBuffer = 64 << 10
 
+// putBuffer returns a buffer to frameBuffers, unless it grew too large.
 func putBuffer(bp *[]byte) {
 	if cap(*bp) <= maxPooledBuffer {
 		*bp = (*bp)[:0]

@@ -108,6 +108,23 @@ func tcpSocket(t *testing.T) (*socket, net.Conn) {
 	return s, peer
 }
 
+// fillUntilKept writes batch again and again to a socket whose peer does
+// not read, until writeText keeps some of it, as it must once the socket's
+// buffers are full.
+func fillUntilKept(t *testing.T, s *socket, batch [][]byte) {
+	t.Helper()
+	for range 100 {
+		kept, err := s.writeText(batch)
+		if err != nil {
+			t.Fatalf("writeText: %v", err)
+		}
+		if kept {
+			return
+		}
+	}
+	t.Fatal("the socket took 100 batches without the peer reading; want writeText to keep some")
+}
+
 // TestWriteTextKeepsWhatTheSocketRefuses fills a real socket whose peer
 // does not read: writeText returns at once, keeping the rest, and a control
 // frame written meanwhile goes out after the kept bytes, all intact.
@@ -116,20 +133,7 @@ func TestWriteTextKeepsWhatTheSocketRefuses(t *testing.T) {
 	s, peer := tcpSocket(t)
 	payload := bytes.Repeat([]byte("x"), 60000)
 	batch := [][]byte{payload, payload, payload, payload, payload, payload, payload, payload}
-	kept := false
-	for range 100 {
-		k, err := s.writeText(batch)
-		if err != nil {
-			t.Fatalf("writeText: %v", err)
-		}
-		if k {
-			kept = true
-			break
-		}
-	}
-	if !kept {
-		t.Fatal("the socket took 48 MB without the peer reading; want writeText to keep some")
-	}
+	fillUntilKept(t, s, batch)
 	// Read everything while the ping waits for the kept bytes.
 	got := make(chan []byte, 1)
 	go func() {
@@ -182,16 +186,7 @@ func TestWriteTextDoesNotWaitForAnotherWrite(t *testing.T) {
 func TestExpireEndsStalledFlush(t *testing.T) {
 	t.Parallel()
 	s, _ := tcpSocket(t)
-	payload := bytes.Repeat([]byte("x"), 1<<20)
-	for {
-		k, err := s.writeText([][]byte{payload})
-		if err != nil {
-			t.Fatalf("writeText: %v", err)
-		}
-		if k {
-			break
-		}
-	}
+	fillUntilKept(t, s, [][]byte{bytes.Repeat([]byte("x"), 1<<20)})
 	done := make(chan error, 1)
 	go func() { done <- s.flush() }()
 	select {
