@@ -47,9 +47,11 @@ func TestBinary(t *testing.T) {
 			t.Fatalf("websocket.Dial: %v", err)
 		}
 		defer ws.CloseNow()
-		var first struct{ Type string }
-		if _, msg, err := ws.Read(ctx); err != nil || json.Unmarshal(msg, &first) != nil || first.Type != "count" {
-			t.Fatalf("first frame = %s, %v; want a count frame", msg, err)
+		for _, want := range []string{"welcome", "count"} {
+			var f struct{ Type string }
+			if _, msg, err := ws.Read(ctx); err != nil || json.Unmarshal(msg, &f) != nil || f.Type != want {
+				t.Fatalf("frame = %s, %v; want a %s frame", msg, err, want)
+			}
 		}
 		readErr := make(chan error, 1)
 		go func() {

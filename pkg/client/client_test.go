@@ -604,8 +604,8 @@ type wsFrame struct {
 	Data        json.RawMessage `json:"data"`
 }
 
-// dialBrowser connects to the node's /ws and reads the first frame, which
-// must be a count; the node then counts the connection.
+// dialBrowser connects to the node's /ws and reads the first frames, which
+// must be the welcome and a count; the node then counts the connection.
 func dialBrowser(t *testing.T, ctx context.Context, httpAddr string) *browser {
 	t.Helper()
 	c, _, err := websocket.Dial(ctx, "ws://"+httpAddr+"/ws", nil)
@@ -614,8 +614,11 @@ func dialBrowser(t *testing.T, ctx context.Context, httpAddr string) *browser {
 	}
 	t.Cleanup(func() { c.CloseNow() })
 	b := &browser{t: t, c: c}
+	if f := b.next(ctx); f.Type != "welcome" {
+		t.Fatalf("first frame type = %q; want welcome", f.Type)
+	}
 	if f := b.next(ctx); f.Type != "count" {
-		t.Fatalf("first frame type = %q; want count", f.Type)
+		t.Fatalf("second frame type = %q; want count", f.Type)
 	}
 	return b
 }

@@ -111,7 +111,7 @@ func (s *Service) EmitMessage(ctx context.Context, req *switchboardv1.EmitMessag
 	if err != nil {
 		return nil, hubError(err)
 	}
-	return &switchboardv1.EmitMessageResponse{Id: res.ID, Recipients: int64(res.Recipients), Duplicate: res.Duplicate}, nil
+	return &switchboardv1.EmitMessageResponse{Id: res.ID, Recipients: int64(res.Recipients), Duplicate: res.Duplicate, Offset: res.Offset}, nil
 }
 
 // GetOnlineCount returns the current count.

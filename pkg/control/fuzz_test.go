@@ -247,7 +247,7 @@ func FuzzEmitMessage(f *testing.F) {
 			}
 			return
 		}
-		out := frame.AppendMessage(nil, "id", req.GetEvent(), req.GetChannel(), mustEncode(t, &req))
+		out := frame.AppendMessage(nil, "id", 1, req.GetEvent(), req.GetChannel(), mustEncode(t, &req))
 		if !json.Valid(out) {
 			t.Fatalf("accepted request gives an invalid frame %q", out)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"unicode"
 	"unicode/utf8"
 )
@@ -33,10 +34,16 @@ func (o Op) String() string {
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }
 
+// MaxLast is the most messages a subscribe frame may ask for with "last".
+const MaxLast = 100
+
 // Inbound is a decoded browser frame.
 type Inbound struct {
 	Op      Op
 	Channel string
+	// Last, for a subscribe, is how many of the channel's newest messages
+	// to send first: 0 (none) or 1 to MaxLast.
+	Last int
 }
 
 // ErrInvalid is wrapped by every error Decode returns: the frame breaks the
@@ -44,9 +51,10 @@ type Inbound struct {
 var ErrInvalid = errors.New("invalid frame")
 
 // Decode parses one text frame sent by a browser. It accepts exactly the
-// objects {"type":"subscribe"|"unsubscribe","channel":"name"}: both keys
-// spelled exactly so, each once, with string values, and nothing but JSON
-// white space after the object. Anything else yields an error wrapping
+// objects {"type":"subscribe"|"unsubscribe","channel":"name"}, and for a
+// subscribe an optional "last":K with K an integer from 1 to MaxLast: each
+// key spelled exactly so, once, and nothing but JSON white space after the
+// object. Anything else yields an error wrapping
 // ErrInvalid whose text is safe to send back as a close reason.
 func Decode(p []byte) (Inbound, error) {
 	if !utf8.Valid(p) {
@@ -56,11 +64,13 @@ func Decode(p []byte) (Inbound, error) {
 	// regard to case, lets a repeated key win, and Decoder.More stops at a
 	// stray '}' or ']'. So the object is walked token by token.
 	dec := json.NewDecoder(bytes.NewReader(p))
+	dec.UseNumber()
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return Inbound{}, invalid("frame is not a JSON object")
 	}
 	var typ, channel string
-	var haveType, haveChannel bool
+	var haveType, haveChannel, haveLast bool
+	var last json.Number
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -89,6 +99,15 @@ func Decode(p []byte) (Inbound, error) {
 				return Inbound{}, invalid(`frame "channel" is not a string`)
 			}
 			channel, haveChannel = val, true
+		case "last":
+			if haveLast {
+				return Inbound{}, invalid(`frame repeats "last"`)
+			}
+			n, ok := tok.(json.Number)
+			if !ok {
+				return Inbound{}, invalid(`frame "last" is not a number`)
+			}
+			last, haveLast = n, true
 		default:
 			return Inbound{}, invalid("frame has an unknown field")
 		}
@@ -119,7 +138,18 @@ func Decode(p []byte) (Inbound, error) {
 	if err := ValidateChannel(channel); err != nil {
 		return Inbound{}, err
 	}
-	return Inbound{Op: op, Channel: channel}, nil
+	in := Inbound{Op: op, Channel: channel}
+	if haveLast {
+		if op != OpSubscribe {
+			return Inbound{}, invalid(`only a subscribe frame takes "last"`)
+		}
+		k, err := strconv.Atoi(string(last))
+		if err != nil || k < 1 || k > MaxLast {
+			return Inbound{}, invalid(fmt.Sprintf(`frame "last" must be an integer from 1 to %d`, MaxLast))
+		}
+		in.Last = k
+	}
+	return in, nil
 }
 
 // ValidateChannel reports whether name can be subscribed to: 1 to

@@ -22,6 +22,8 @@ func TestDecodeAccepts(t *testing.T) {
 		{name: "surrounding white space", in: " \t\r\n{ \"type\" : \"subscribe\" ,\n\"channel\":\"a\" } \n", want: frame.Inbound{Op: frame.OpSubscribe, Channel: "a"}},
 		{name: "escaped channel", in: `{"type":"subscribe","channel":"\u0071uotes\/x"}`, want: frame.Inbound{Op: frame.OpSubscribe, Channel: "quotes/x"}},
 		{name: "non-ASCII channel", in: `{"type":"subscribe","channel":"日本語😀"}`, want: frame.Inbound{Op: frame.OpSubscribe, Channel: "日本語😀"}},
+		{name: "subscribe with last", in: `{"type":"subscribe","channel":"quotes","last":1}`, want: frame.Inbound{Op: frame.OpSubscribe, Channel: "quotes", Last: 1}},
+		{name: "last first", in: `{"last":100,"type":"subscribe","channel":"q"}`, want: frame.Inbound{Op: frame.OpSubscribe, Channel: "q", Last: frame.MaxLast}},
 		{name: "longest channel", in: `{"type":"subscribe","channel":"` + strings.Repeat("x", frame.MaxChannelLen) + `"}`, want: frame.Inbound{Op: frame.OpSubscribe, Channel: strings.Repeat("x", frame.MaxChannelLen)}},
 	}
 	for _, tt := range tests {
@@ -46,6 +48,17 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		{name: "empty", in: ``},
 		{name: "white space only", in: "  \n"},
+		{name: "last zero", in: `{"type":"subscribe","channel":"a","last":0}`},
+		{name: "last too large", in: `{"type":"subscribe","channel":"a","last":101}`},
+		{name: "last negative", in: `{"type":"subscribe","channel":"a","last":-1}`},
+		{name: "last fraction", in: `{"type":"subscribe","channel":"a","last":1.5}`},
+		{name: "last with a point", in: `{"type":"subscribe","channel":"a","last":1.0}`},
+		{name: "last exponent", in: `{"type":"subscribe","channel":"a","last":1e1}`},
+		{name: "last huge", in: `{"type":"subscribe","channel":"a","last":99999999999999999999999}`},
+		{name: "last string", in: `{"type":"subscribe","channel":"a","last":"1"}`},
+		{name: "last null", in: `{"type":"subscribe","channel":"a","last":null}`},
+		{name: "last repeated", in: `{"type":"subscribe","channel":"a","last":1,"last":2}`},
+		{name: "last on unsubscribe", in: `{"type":"unsubscribe","channel":"a","last":1}`},
 		{name: "invalid UTF-8", in: "{\"type\":\"subscribe\",\"channel\":\"a\xff\"}"},
 		{name: "invalid UTF-8 outside strings", in: "\xff{\"type\":\"subscribe\",\"channel\":\"a\"}"},
 		{name: "null", in: `null`},

@@ -12,11 +12,14 @@ func AppendCount(dst []byte, n int64) []byte {
 	return append(dst, '}')
 }
 
-// AppendMessage appends a message frame. data must be valid JSON; an empty
-// data is encoded as null.
-func AppendMessage(dst []byte, id, event, channel string, data []byte) []byte {
+// AppendMessage appends a message frame:
+// {"type":"message","id":…,"offset":n,"event":…,"channel":…,"data":…}.
+// data must be valid JSON; an empty data is encoded as null.
+func AppendMessage(dst []byte, id string, offset uint64, event, channel string, data []byte) []byte {
 	dst = append(dst, `{"type":"message","id":`...)
 	dst = AppendString(dst, id)
+	dst = append(dst, `,"offset":`...)
+	dst = strconv.AppendUint(dst, offset, 10)
 	dst = append(dst, `,"event":`...)
 	dst = AppendString(dst, event)
 	dst = append(dst, `,"channel":`...)
@@ -26,6 +29,38 @@ func AppendMessage(dst []byte, id, event, channel string, data []byte) []byte {
 		dst = append(dst, "null"...)
 	} else {
 		dst = append(dst, data...)
+	}
+	return append(dst, '}')
+}
+
+// Recovery is what a welcome frame says of a resume.
+type Recovery uint8
+
+// The values of Recovery.
+const (
+	// NoResume: the connection did not ask to resume; the welcome has no
+	// "recovered" field.
+	NoResume Recovery = iota
+	// Recovered: every message after the resume position follows.
+	Recovered
+	// NotRecovered: messages after the resume position are lost to the
+	// connection; only live ones follow.
+	NotRecovered
+)
+
+// AppendWelcome appends the frame that opens every connection:
+// {"type":"welcome","epoch":…,"offset":n}, with "recovered":true|false
+// when the connection asked to resume.
+func AppendWelcome(dst []byte, epoch string, offset uint64, r Recovery) []byte {
+	dst = append(dst, `{"type":"welcome","epoch":`...)
+	dst = AppendString(dst, epoch)
+	dst = append(dst, `,"offset":`...)
+	dst = strconv.AppendUint(dst, offset, 10)
+	switch r {
+	case Recovered:
+		dst = append(dst, `,"recovered":true`...)
+	case NotRecovered:
+		dst = append(dst, `,"recovered":false`...)
 	}
 	return append(dst, '}')
 }

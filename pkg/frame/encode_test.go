@@ -88,6 +88,7 @@ func TestAppendCountAppends(t *testing.T) {
 type message struct {
 	Type    string          `json:"type"`
 	ID      string          `json:"id"`
+	Offset  uint64          `json:"offset"`
 	Event   string          `json:"event"`
 	Channel string          `json:"channel"`
 	Data    json.RawMessage `json:"data"`
@@ -116,7 +117,7 @@ func TestAppendMessage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			out := frame.AppendMessage(nil, tt.id, tt.event, tt.channel, []byte(tt.data))
+			out := frame.AppendMessage(nil, tt.id, 1<<63+7, tt.event, tt.channel, []byte(tt.data))
 			checkWireSafe(t, out)
 			dec := json.NewDecoder(bytes.NewReader(out))
 			dec.DisallowUnknownFields()
@@ -129,6 +130,9 @@ func TestAppendMessage(t *testing.T) {
 			}
 			if want := sanitized(tt.id); got.ID != want {
 				t.Errorf("id: got %q; want %q", got.ID, want)
+			}
+			if got.Offset != 1<<63+7 {
+				t.Errorf("offset: got %d; want %d", got.Offset, uint64(1<<63+7))
 			}
 			if want := sanitized(tt.event); got.Event != want {
 				t.Errorf("event: got %q; want %q", got.Event, want)
@@ -145,22 +149,44 @@ func TestAppendMessage(t *testing.T) {
 
 func TestAppendMessageAppends(t *testing.T) {
 	t.Parallel()
-	a := frame.AppendMessage(nil, "1", "E", "", []byte(`1`))
-	b := frame.AppendMessage(a, "2", "F", "c", nil)
+	a := frame.AppendMessage(nil, "1", 1, "E", "", []byte(`1`))
+	b := frame.AppendMessage(a, "2", 2, "F", "c", nil)
 	if !bytes.Equal(b[:len(a)], a) {
 		t.Fatalf("prefix: got %q; want %q", b[:len(a)], a)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	for i, want := range []message{
-		{Type: "message", ID: "1", Event: "E", Data: json.RawMessage(`1`)},
-		{Type: "message", ID: "2", Event: "F", Channel: "c", Data: json.RawMessage(`null`)},
+		{Type: "message", ID: "1", Offset: 1, Event: "E", Data: json.RawMessage(`1`)},
+		{Type: "message", ID: "2", Offset: 2, Event: "F", Channel: "c", Data: json.RawMessage(`null`)},
 	} {
 		var got message
 		if err := dec.Decode(&got); err != nil {
 			t.Fatalf("frame %d: got %v; want nil", i, err)
 		}
-		if got.ID != want.ID || got.Event != want.Event || got.Channel != want.Channel || string(got.Data) != string(want.Data) {
+		if got.ID != want.ID || got.Offset != want.Offset || got.Event != want.Event || got.Channel != want.Channel || string(got.Data) != string(want.Data) {
 			t.Errorf("frame %d: got %+v; want %+v", i, got, want)
+		}
+	}
+}
+
+func TestAppendWelcome(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		epoch  string
+		offset uint64
+		r      frame.Recovery
+		want   string
+	}{
+		{"e1", 0, frame.NoResume, `{"type":"welcome","epoch":"e1","offset":0}`},
+		{"e1", 42, frame.Recovered, `{"type":"welcome","epoch":"e1","offset":42,"recovered":true}`},
+		{"e\"2", 1<<64 - 1, frame.NotRecovered, `{"type":"welcome","epoch":"e\"2","offset":18446744073709551615,"recovered":false}`},
+	} {
+		out := frame.AppendWelcome(nil, tt.epoch, tt.offset, tt.r)
+		if string(out) != tt.want {
+			t.Errorf("AppendWelcome(%q, %d, %d): got %s; want %s", tt.epoch, tt.offset, tt.r, out, tt.want)
+		}
+		if !json.Valid(out) {
+			t.Errorf("AppendWelcome(%q, %d, %d): %s is not valid JSON", tt.epoch, tt.offset, tt.r, out)
 		}
 	}
 }
@@ -330,7 +356,7 @@ func BenchmarkAppendMessage(b *testing.B) {
 			b.ReportAllocs()
 			buf := make([]byte, 0, 256)
 			for b.Loop() {
-				buf = frame.AppendMessage(buf[:0], tt.id, tt.event, tt.channel, data)
+				buf = frame.AppendMessage(buf[:0], tt.id, 12345, tt.event, tt.channel, data)
 			}
 			b.SetBytes(int64(len(buf)))
 			sink = buf

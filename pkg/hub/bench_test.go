@@ -66,8 +66,8 @@ func BenchmarkFanout(b *testing.B) {
 			m := Message{Event: "ShowMessage", Data: []byte(`{"text":"hello, world"}`)}
 			ctx := context.Background()
 			emit := func() {
-				if _, n, err := h.Emit(ctx, m); err != nil || n != recipients {
-					b.Fatalf("Emit: got %d, %v; want %d, nil", n, err, recipients)
+				if res, err := h.Emit(ctx, m); err != nil || res.Recipients != recipients {
+					b.Fatalf("Emit: got %d, %v; want %d, nil", res.Recipients, err, recipients)
 				}
 			}
 			// Warm up: writers started, queues grown to their working size.

@@ -6,6 +6,9 @@ import "context"
 type Message struct {
 	// ID is unique per message; Emit assigns it.
 	ID string
+	// Offset is the message's position in the emitting node's log; Emit
+	// assigns it.
+	Offset uint64
 	// Event is the name browsers listen for.
 	Event string
 	// Channel selects the subscribers; empty means every connection.

@@ -130,14 +130,16 @@ func TestCluster(t *testing.T) {
 	}
 
 	// Messages cross nodes; recipients are counted per node.
-	everyone, n, err := a.Emit(t.Context(), Message{Event: "All", Data: []byte(`1`)})
-	if err != nil || n != 3 {
-		t.Fatalf("Emit on a: got %d, %v; want 3, nil", n, err)
+	res, err := a.Emit(t.Context(), Message{Event: "All", Data: []byte(`1`)})
+	if err != nil || res.Recipients != 3 {
+		t.Fatalf("Emit on a: got %d, %v; want 3, nil", res.Recipients, err)
 	}
-	toC, n, err := b.Emit(t.Context(), Message{Event: "C", Channel: "c", Data: []byte(`2`)})
-	if err != nil || n != 1 {
-		t.Fatalf("Emit to %q on b: got %d, %v; want 1, nil", "c", n, err)
+	everyone := res.ID
+	res, err = b.Emit(t.Context(), Message{Event: "C", Channel: "c", Data: []byte(`2`)})
+	if err != nil || res.Recipients != 1 {
+		t.Fatalf("Emit to %q on b: got %d, %v; want 1, nil", "c", res.Recipients, err)
 	}
+	toC := res.ID
 	tests := []struct {
 		name string
 		ft   *fakeTransport

@@ -1,11 +1,13 @@
 package hub
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-rt/switchboard/pkg/frame"
+	"github.com/switchboard-rt/switchboard/pkg/msglog"
 )
 
 var lastClientID atomic.Uint64
@@ -24,9 +26,13 @@ type Client struct {
 	count     []byte   // latest count frame not yet written, if any
 	lastCount int64    // count carried by the last frame queued
 	countVer  uint64   // version of the newest count offered, queued or not
-	reason    Reason   // why the hub ends the connection, once it does
-	closed    bool     // no more frames are taken
-	finished  bool     // the writer has run the client's end; it never runs again
+	// extraFrames and extraBytes raise the queue's bounds until the
+	// writer next takes it (see allowMore).
+	extraFrames int
+	extraBytes  int
+	reason      Reason // why the hub ends the connection, once it does
+	closed      bool   // no more frames are taken
+	finished    bool   // the writer has run the client's end; it never runs again
 
 	// writing is set while the client is queued in the writer pool or
 	// being written for, by a pool writer or by its own goroutine while the
@@ -44,10 +50,39 @@ type Client struct {
 	gone  bool // removed from the hub
 }
 
-// Register adds a connection whose frames are written through t, sends it
-// the current count and starts its writer. It fails with ErrClosed while
-// the hub drains and with ErrPaused while it is paused.
+// Start is what a connection asks for as it registers.
+type Start struct {
+	// Channels are joined at once, as Subscribe would.
+	Channels []string
+	// Resume asks for every message after From that the connection is a
+	// recipient of, before the live ones.
+	Resume bool
+	From   msglog.Position
+}
+
+// Register adds a connection whose frames are written through t; it is
+// Connect with nothing to join or resume.
 func (h *Hub) Register(t Transport) (*Client, error) {
+	return h.Connect(t, Start{})
+}
+
+// Connect adds a connection whose frames are written through t, joins it
+// to s.Channels and starts its writer. The connection's first frame is the
+// welcome, with the log's position; then comes the current count and, when
+// it resumes, every message it missed; then the live ones, with no gap
+// and no duplicate between the two. It fails with ErrClosed while the hub
+// drains, ErrPaused while it is paused, ErrTooManySubscriptions past
+// Config.MaxSubscriptions channels and an error wrapping frame.ErrInvalid
+// for a channel name frame.ValidateChannel refuses.
+func (h *Hub) Connect(t Transport, s Start) (*Client, error) {
+	for _, ch := range s.Channels {
+		if err := frame.ValidateChannel(ch); err != nil {
+			return nil, err
+		}
+	}
+	if len(s.Channels) > h.cfg.MaxSubscriptions {
+		return nil, ErrTooManySubscriptions
+	}
 	c := &Client{
 		h:         h,
 		t:         t,
@@ -55,22 +90,61 @@ func (h *Hub) Register(t Transport) (*Client, error) {
 		lastCount: -1,
 		done:      make(chan struct{}),
 	}
-	s := h.clientShard(c)
-	s.mu.Lock()
+	// Under emitMu, so that the welcome's position, the replay and the
+	// first live message follow one another exactly.
+	h.emitMu.Lock()
+	cs := h.clientShard(c)
+	cs.mu.Lock()
 	if err := h.refuse(); err != nil {
-		s.mu.Unlock()
+		cs.mu.Unlock()
+		h.emitMu.Unlock()
 		return nil, err
 	}
-	s.clients[c] = struct{}{}
+	cs.clients[c] = struct{}{}
 	h.local.Add(1)
 	// Counted under the shard lock, so that a drain, which sets draining
 	// and then scans the shards, never waits on writers before this one is
 	// counted.
 	h.writers.Add(1)
-	s.mu.Unlock()
+	cs.mu.Unlock()
 
-	c.setCount(h.addTotal(1), nil)
+	var joined []string
+	for _, ch := range s.Channels {
+		if added, err := c.join(ch); err == nil && added {
+			joined = append(joined, ch)
+		}
+	}
+	pos := h.msgs.Position()
+	recovery := frame.NoResume
+	var replay [][]byte
+	if s.Resume {
+		include := func(ch string) bool { return ch == "" || slices.Contains(s.Channels, ch) }
+		var ok bool
+		if replay, ok = h.msgs.Replay(nil, s.From, include); ok {
+			recovery = frame.Recovered
+			h.stats.Recovered.Add(1)
+		} else {
+			recovery = frame.NotRecovered
+			h.stats.NotRecovered.Add(1)
+		}
+	}
+	t0 := h.addTotal(1)
+	c.mu.Lock()
+	c.queue = append(make([][]byte, 0, 2+len(replay)), frame.AppendWelcome(nil, pos.Epoch, pos.Offset, recovery), appendCount(t0.n))
+	c.queue = append(c.queue, replay...)
+	for _, f := range c.queue {
+		c.queued += len(f)
+	}
+	c.lastCount, c.countVer = t0.n, t0.version
+	c.allowMore(len(c.queue), c.queued)
+	c.mu.Unlock()
+	h.emitMu.Unlock()
+
 	h.localChanged("")
+	for _, ch := range joined {
+		h.localChanged(ch)
+	}
+	c.signal()
 	return c, nil
 }
 
@@ -82,16 +156,64 @@ func (c *Client) Subscribe(channel string) error {
 	if err := frame.ValidateChannel(channel); err != nil {
 		return err
 	}
+	added, err := c.join(channel)
+	if added {
+		c.h.localChanged(channel)
+	}
+	return err
+}
+
+// SubscribeLast is Subscribe that also queues the newest last messages
+// of channel still in the log, oldest first, before the live ones; last
+// 0 is Subscribe.
+func (c *Client) SubscribeLast(channel string, last int) error {
+	if last <= 0 {
+		return c.Subscribe(channel)
+	}
+	if err := frame.ValidateChannel(channel); err != nil {
+		return err
+	}
+	h := c.h
+	// Under emitMu, so that no message is both among the last and live.
+	h.emitMu.Lock()
+	added, err := c.join(channel)
+	if err != nil {
+		h.emitMu.Unlock()
+		return err
+	}
+	frames := h.msgs.Last(nil, channel, last)
+	c.mu.Lock()
+	if !c.closed {
+		n := 0
+		for _, f := range frames {
+			n += len(f)
+		}
+		c.queue = append(c.queue, frames...)
+		c.queued += n
+		c.allowMore(len(frames), n)
+	}
+	c.mu.Unlock()
+	h.emitMu.Unlock()
+	if added {
+		h.localChanged(channel)
+	}
+	c.signal()
+	return nil
+}
+
+// join adds the client to channel's members, reporting whether it was not
+// one already; the caller tells the count loop.
+func (c *Client) join(channel string) (added bool, err error) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	if c.gone {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	if _, ok := c.subs[channel]; ok {
-		return nil
+		return false, nil
 	}
 	if len(c.subs) >= c.h.cfg.MaxSubscriptions {
-		return ErrTooManySubscriptions
+		return false, ErrTooManySubscriptions
 	}
 	if c.subs == nil {
 		c.subs = make(map[string]struct{})
@@ -108,8 +230,15 @@ func (c *Client) Subscribe(channel string) error {
 	members[c] = struct{}{}
 	s.mu.Unlock()
 	c.h.stats.Subscriptions.Add(1)
-	c.h.localChanged(channel)
-	return nil
+	return true, nil
+}
+
+// allowMore lets the queue hold frames and bytes beyond its bounds until
+// the writer next takes it: room for messages replayed at once, which the
+// log holds anyway. c.mu must be held.
+func (c *Client) allowMore(frames, bytes int) {
+	c.extraFrames += frames
+	c.extraBytes += bytes
 }
 
 // Unsubscribe removes the client from channel. Unsubscribing from a channel
@@ -217,7 +346,7 @@ func (c *Client) enqueue(frame []byte) int {
 		c.mu.Unlock()
 		return skipped
 	}
-	if len(c.queue) >= c.h.cfg.QueueFrames || c.queued+len(frame) > c.h.cfg.QueueBytes {
+	if len(c.queue) >= c.h.cfg.QueueFrames+c.extraFrames || c.queued+len(frame) > c.h.cfg.QueueBytes+c.extraBytes {
 		c.h.stats.DroppedOverflow.Add(int64(len(c.queue)) + 1)
 		c.closed = true
 		c.reason = ReasonSlow
@@ -303,7 +432,7 @@ func (c *Client) write(batch [][]byte) [][]byte {
 		return batch
 	}
 	batch, c.queue = c.queue, batch[:0]
-	c.queued = 0
+	c.queued, c.extraFrames, c.extraBytes = 0, 0, 0
 	if c.count != nil {
 		batch = append(batch, c.count)
 		c.count = nil

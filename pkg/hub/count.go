@@ -238,6 +238,22 @@ func (h *Hub) broadcastCount(t total) {
 }
 
 func (h *Hub) publishCounts() {
+	c := h.LocalCounts()
+	h.countSubsMu.Lock()
+	for _, fn := range h.countSubs {
+		fn(c)
+	}
+	h.countSubsMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
+	defer cancel()
+	if err := h.broker.PublishCounts(ctx, c); err != nil {
+		h.log.Warn("failed to publish counts", "err", err)
+	}
+}
+
+// LocalCounts returns this node's own counts: its connections and the
+// subscribers of each of its channels.
+func (h *Hub) LocalCounts() Counts {
 	c := Counts{Node: h.cfg.Node, Total: h.local.Load(), Channels: make(map[string]int64)}
 	for i := range h.channels {
 		s := &h.channels[i]
@@ -247,9 +263,22 @@ func (h *Hub) publishCounts() {
 		}
 		s.mu.RUnlock()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
-	defer cancel()
-	if err := h.broker.PublishCounts(ctx, c); err != nil {
-		h.log.Warn("failed to publish counts", "err", err)
+	return c
+}
+
+// OnLocalCounts calls fn with this node's counts at once and then each time
+// the count loop publishes them, until stop is called: for a peer that
+// adds them to its own (see HandleCounts). fn must not block.
+func (h *Hub) OnLocalCounts(fn func(Counts)) (stop func()) {
+	h.countSubsMu.Lock()
+	h.lastSub++
+	id := h.lastSub
+	h.countSubs[id] = fn
+	fn(h.LocalCounts())
+	h.countSubsMu.Unlock()
+	return func() {
+		h.countSubsMu.Lock()
+		delete(h.countSubs, id)
+		h.countSubsMu.Unlock()
 	}
 }

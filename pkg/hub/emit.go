@@ -3,40 +3,115 @@ package hub
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"github.com/switchboard-rt/switchboard/pkg/frame"
+	"github.com/switchboard-rt/switchboard/pkg/msglog"
 )
 
-// Emit assigns m an ID, queues it to every recipient on this node and hands
-// it to the broker for the other nodes. It returns the ID and the number of
-// local connections it was queued to. It never blocks on a client.
-func (h *Hub) Emit(ctx context.Context, m Message) (id string, recipients int, err error) {
-	if err := h.refuse(); err != nil {
-		return "", 0, err
-	}
-	m.ID = h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36)
-	recipients = h.deliver(m)
-	h.stats.Emitted.Add(1)
-	if err := h.broker.Publish(ctx, m); err != nil {
-		return m.ID, recipients, err
-	}
-	return m.ID, recipients, nil
+// Emitting a message takes three steps, all in the log's order, under
+// emitMu: the message gets the next offset and is encoded once as the
+// frame browsers receive; it is committed, that is appended to the log
+// and queued to every local recipient; and the emit returns. Without a
+// follower (see follow.go) the three happen at once. With one, the
+// message waits between the first two until the follower holds it, so
+// that no browser ever sees a message that the death of this node could
+// take from the log.
+
+// Emit assigns m an ID and an offset, commits it and hands it to the
+// broker for the other nodes. It returns what Emitted describes. It
+// never blocks on a client; with a follower it waits until the follower
+// holds the message (see Follow).
+func (h *Hub) Emit(ctx context.Context, m Message) (Emitted, error) {
+	return h.emit(ctx, nil, m)
 }
 
-// HandleMessage delivers a message published by another node.
+// emit runs an emit, with the idempotency key entry ke if it has a key
+// (then ke.key is the message's ID). ke is finished once the message is
+// committed, or at once if the hub refuses it.
+func (h *Hub) emit(ctx context.Context, ke *keyEntry, m Message) (Emitted, error) {
+	h.emitMu.Lock()
+	if err := h.refuse(); err != nil {
+		h.emitMu.Unlock()
+		if ke != nil {
+			h.keys.finish(ke, Emitted{}, false)
+		}
+		return Emitted{}, err
+	}
+	if ke != nil {
+		m.ID = ke.key
+	} else {
+		m.ID = h.idPrefix + strconv.FormatUint(h.nextID.Add(1), 36)
+	}
+	h.assigned++
+	e := msglog.Entry{
+		Offset:  h.assigned,
+		Channel: m.Channel,
+		ID:      m.ID,
+		Frame:   frame.AppendMessage(nil, m.ID, h.assigned, m.Event, m.Channel, m.Data),
+		Time:    time.Now(),
+	}
+	if ke != nil {
+		e.Key = ke.key
+	}
+	h.stats.Emitted.Add(1)
+	if h.follow != nil {
+		p := h.follow.add(e, ke, h.cfg.FollowTimeout)
+		h.emitMu.Unlock()
+		res, err := h.awaitCommit(ctx, p)
+		if err != nil {
+			return res, err
+		}
+		return res, h.broker.Publish(ctx, m)
+	}
+	f := h.commitLocked(e)
+	h.emitMu.Unlock()
+	f.finish(h)
+	res := Emitted{ID: m.ID, Offset: e.Offset, Recipients: f.queued}
+	if ke != nil {
+		h.keys.finish(ke, res, true)
+	}
+	m.Offset = e.Offset
+	return res, h.broker.Publish(ctx, m)
+}
+
+// HandleMessage delivers a message published by another node: it enters
+// this node's log as a message of its own, with its ID kept.
 func (h *Hub) HandleMessage(m Message) {
+	h.emitMu.Lock()
 	if h.draining.Load() {
+		h.emitMu.Unlock()
 		return
 	}
-	h.deliver(m)
+	h.assigned++
+	f := h.commitLocked(msglog.Entry{
+		Offset:  h.assigned,
+		Channel: m.Channel,
+		ID:      m.ID,
+		Frame:   frame.AppendMessage(nil, m.ID, h.assigned, m.Event, m.Channel, m.Data),
+		Time:    time.Now(),
+	})
+	h.emitMu.Unlock()
+	f.finish(h)
 }
 
-// deliver encodes m once and queues the same bytes to every local
-// recipient.
-func (h *Hub) deliver(m Message) int {
-	f := fanout{pool: &h.pool, frame: frame.AppendMessage(nil, m.ID, m.Event, m.Channel, m.Data)}
-	h.emitMu.Lock()
-	if m.Channel == "" {
+// commitLocked appends e to the log and queues its frame to every local
+// recipient; h.emitMu must be held. The caller runs the returned fan-out's
+// finish once it has released emitMu.
+func (h *Hub) commitLocked(e msglog.Entry) fanout {
+	if err := h.msgs.Append(e); err != nil {
+		// Offsets are assigned under emitMu, one by one from the
+		// log's head: this is a bug, not bad input.
+		panic(err)
+	}
+	return h.fanoutLocked(e.Channel, e.Frame)
+}
+
+// fanoutLocked queues frame to every local recipient of channel (every
+// client for ""); h.emitMu must be held.
+func (h *Hub) fanoutLocked(channel string, frame []byte) fanout {
+	f := fanout{pool: &h.pool, frame: frame}
+	if channel == "" {
 		for i := range h.clients {
 			s := &h.clients[i]
 			s.mu.RLock()
@@ -44,20 +119,13 @@ func (h *Hub) deliver(m Message) int {
 			s.mu.RUnlock()
 		}
 	} else {
-		s := h.channelShard(m.Channel)
+		s := h.channelShard(channel)
 		s.mu.RLock()
-		f.queue(s.channels[m.Channel])
+		f.queue(s.channels[channel])
 		s.mu.RUnlock()
 	}
 	f.startWriters()
-	h.emitMu.Unlock()
-	h.stats.Delivered.Add(int64(f.queued))
-	h.stats.DroppedClosed.Add(f.dropped)
-	for _, c := range f.slow {
-		h.stats.SlowDisconnects.Add(1)
-		c.drop()
-	}
-	return f.queued
+	return f
 }
 
 // fanout queues one frame to sets of clients and tallies the outcomes.
@@ -98,4 +166,15 @@ func (f *fanout) startWriters() {
 	f.pool.push(f.idle[:f.nidle]...)
 	clear(f.idle[:f.nidle])
 	f.nidle = 0
+}
+
+// finish counts the fan-out's outcomes and drops the recipients whose
+// queue overflowed; it runs outside the hub's locks.
+func (f *fanout) finish(h *Hub) {
+	h.stats.Delivered.Add(int64(f.queued))
+	h.stats.DroppedClosed.Add(f.dropped)
+	for _, c := range f.slow {
+		h.stats.SlowDisconnects.Add(1)
+		c.drop()
+	}
 }

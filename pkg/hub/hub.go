@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboard-rt/switchboard/pkg/frame"
+	"github.com/switchboard-rt/switchboard/pkg/msglog"
 )
 
 // ErrClosed is returned by Register, Emit and Watch once the hub drains or
@@ -65,6 +66,18 @@ type Config struct {
 	// IdempotencyTTL is how long EmitOnce remembers a key. Default: 5
 	// minutes. A retry later than that is delivered again.
 	IdempotencyTTL time.Duration
+	// HistorySize bounds the messages the log keeps for connections that
+	// resume and subscribes that ask for the last ones. Default: 1000;
+	// negative: none are kept (offsets are still assigned, but a
+	// connection that missed a message cannot recover it).
+	HistorySize int
+	// HistoryTTL bounds how long the log keeps a message. Default: 5
+	// minutes.
+	HistoryTTL time.Duration
+	// FollowTimeout is how long an emit waits for the follower (see
+	// Follow) before the follower is dropped and the hub goes on alone.
+	// Default: 1s. Longer rides out a slower standby; meanwhile emits wait.
+	FollowTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -98,6 +111,9 @@ func (c *Config) setDefaults() {
 	if c.IdempotencyTTL <= 0 {
 		c.IdempotencyTTL = 5 * time.Minute
 	}
+	if c.FollowTimeout <= 0 {
+		c.FollowTimeout = time.Second
+	}
 }
 
 const numShards = 32
@@ -130,11 +146,21 @@ type Hub struct {
 	nextID   atomic.Uint64
 	idPrefix string
 
-	emitMu sync.Mutex // orders deliveries: every client sees messages in one order
-	pool   writerPool
+	// emitMu orders the log: offsets, commits and deliveries, so every
+	// client sees messages in one order; and a connection's start (its
+	// welcome, replay and first live message) against them.
+	emitMu   sync.Mutex
+	msgs     *msglog.Log
+	assigned uint64       // the last offset given to a message; under emitMu
+	follow   *followState // the follower, if any; under emitMu
+	pool     writerPool
 
 	remoteMu sync.RWMutex
 	remote   map[string]Counts // other nodes' counts, by node
+
+	countSubsMu sync.Mutex
+	countSubs   map[uint64]func(Counts) // see OnLocalCounts
+	lastSub     uint64
 
 	watchMu  sync.Mutex
 	watchers map[string]map[*watcher]struct{} // by channel; "" is everyone
@@ -165,11 +191,13 @@ func New(cfg Config) (*Hub, error) {
 		seed:      maphash.MakeSeed(),
 		idPrefix:  cfg.Node + "-",
 		remote:    make(map[string]Counts),
+		countSubs: make(map[uint64]func(Counts)),
 		watchers:  make(map[string]map[*watcher]struct{}),
 		countWake: make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		pauseCh:   make(chan struct{}),
 		pool:      newWriterPool(),
+		msgs:      msglog.New(msglog.Config{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}),
 	}
 	h.keys.init(cfg.IdempotencyKeys, cfg.IdempotencyTTL)
 	for i := range h.clients {
@@ -351,6 +379,13 @@ func (h *Hub) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
 	defer cancel()
 	err := h.Drain(ctx, ReasonShutdown, 0)
+	h.emitMu.Lock()
+	f, slow := h.detachLocked()
+	h.emitMu.Unlock()
+	dropAll(slow)
+	if f != nil {
+		f.Stop(ErrClosed)
+	}
 	h.loops.Wait()
 	h.publishCounts()
 	if err == nil {
@@ -401,7 +436,25 @@ type Stats struct {
 	// Channels is a gauge: the channels with at least one subscriber on
 	// this node.
 	Channels atomic.Int64
+	// Recovered counts connections that resumed with nothing missed;
+	// NotRecovered those whose position the log could not answer.
+	Recovered    atomic.Int64
+	NotRecovered atomic.Int64
+	// FollowerDrops counts followers dropped for not acknowledging in
+	// time.
+	FollowerDrops atomic.Int64
 }
+
+// Position returns the log's epoch and the offset of the newest message
+// committed.
+func (h *Hub) Position() msglog.Position { return h.msgs.Position() }
+
+// HistoryStats returns the number of messages the log holds and the bytes
+// of their frames.
+func (h *Hub) HistoryStats() (messages, bytes int) { return h.msgs.Stats() }
+
+// MaxSubscriptions returns the most channels one client may join.
+func (h *Hub) MaxSubscriptions() int { return h.cfg.MaxSubscriptions }
 
 // LocalCount returns the number of open connections on this node alone.
 func (h *Hub) LocalCount() int64 { return h.local.Load() }

@@ -219,7 +219,8 @@ func TestEmit(t *testing.T) {
 			for i, e := range tt.emits {
 				data := fmt.Sprintf(`{"i":%d}`, i)
 				m := Message{Event: "E", Channel: e.channel, Data: []byte(data)}
-				id, n, err := h.Emit(t.Context(), m)
+				res, err := h.Emit(t.Context(), m)
+				id, n := res.ID, res.Recipients
 				if err != nil {
 					t.Fatalf("Emit: got %v; want nil", err)
 				}
@@ -283,7 +284,8 @@ func TestEmitConcurrentOrder(t *testing.T) {
 	for e := range emitters {
 		wg.Go(func() {
 			for range each {
-				id, n, err := h.Emit(context.Background(), Message{Event: "E"})
+				res, err := h.Emit(context.Background(), Message{Event: "E"})
+				id, n := res.ID, res.Recipients
 				if err != nil || n != clients {
 					t.Errorf("Emit: got %d, %v; want %d, nil", n, err, clients)
 				}
@@ -338,7 +340,8 @@ func TestEmitManyClients(t *testing.T) {
 	}
 	var want []string
 	for i := range emits {
-		id, n, err := h.Emit(t.Context(), Message{Event: "E"})
+		res, err := h.Emit(t.Context(), Message{Event: "E"})
+		id, n := res.ID, res.Recipients
 		if err != nil || n != clients {
 			t.Fatalf("Emit %d: got %d, %v; want %d, nil", i, n, err, clients)
 		}
@@ -363,8 +366,8 @@ func TestSlowClient(t *testing.T) {
 	t.Parallel()
 	const event = "E"
 	data := []byte(`{"pad":"` + strings.Repeat("x", 100) + `"}`)
-	// Node names and IDs of one base-36 digit keep every frame one length.
-	frameLen := len(frame.AppendMessage(nil, "n-1", event, "", data))
+	// Node names, IDs and offsets of one digit keep every frame one length.
+	frameLen := len(frame.AppendMessage(nil, "n-1", 1, event, "", data))
 	tests := []struct {
 		name        string
 		queueFrames int
@@ -395,7 +398,8 @@ func TestSlowClient(t *testing.T) {
 				t.Fatal("timed out waiting for the stalled Flush")
 			}
 			for i := 1; i <= tt.overflowAt; i++ {
-				_, n, err := h.Emit(t.Context(), Message{Event: event, Data: data})
+				res, err := h.Emit(t.Context(), Message{Event: event, Data: data})
+				n := res.Recipients
 				if err != nil {
 					t.Fatalf("Emit %d: got %v; want nil", i, err)
 				}
@@ -468,7 +472,7 @@ func TestWriteFailure(t *testing.T) {
 	badT.mu.Lock()
 	badT.fail = errWrite
 	badT.mu.Unlock()
-	if _, _, err := h.Emit(context.Background(), Message{Channel: "c", Event: "E"}); err != nil {
+	if _, err := h.Emit(context.Background(), Message{Channel: "c", Event: "E"}); err != nil {
 		t.Fatalf("Emit: got %v; want nil", err)
 	}
 	waitFor(t, "the failing client to be closed", func() bool { return len(badT.closeReasons()) > 0 })
@@ -802,7 +806,7 @@ func TestDrain(t *testing.T) {
 	if _, err := h.Register(newFake()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Register: got %v; want %v", err, ErrClosed)
 	}
-	if _, _, err := h.Emit(t.Context(), Message{Event: "E"}); !errors.Is(err, ErrClosed) {
+	if _, err := h.Emit(t.Context(), Message{Event: "E"}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Emit: got %v; want %v", err, ErrClosed)
 	}
 	if err := h.Watch(t.Context(), "", func(int64) error { return nil }); !errors.Is(err, ErrClosed) {
@@ -902,7 +906,8 @@ func TestDisconnectHandBack(t *testing.T) {
 	if got := h.Count(""); got != 1 {
 		t.Errorf("Count: got %d; want 1, the newcomer", got)
 	}
-	_, n, err := h.Emit(t.Context(), Message{Event: "E"})
+	res, err := h.Emit(t.Context(), Message{Event: "E"})
+	n := res.Recipients
 	if err != nil || n != 1 {
 		t.Errorf("Emit: got %d, %v; want 1, nil", n, err)
 	}

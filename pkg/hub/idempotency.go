@@ -6,16 +6,27 @@ import (
 	"time"
 )
 
-// Emitted describes one emit made with EmitOnce.
+// Emitted describes one emit.
 type Emitted struct {
-	// ID is the message's id: the idempotency key.
+	// ID is the message's id: the idempotency key, if it has one.
 	ID string
-	// Recipients is the number of local connections the first emit with
-	// this key was queued to.
+	// Offset is the message's position in the log.
+	Offset uint64
+	// Recipients is the number of local connections the message (the
+	// first emit, for a duplicate) was queued to.
 	Recipients int
 	// Duplicate reports that the key was seen before, within the window,
 	// and the message was not delivered again.
 	Duplicate bool
+}
+
+// IdempotencyKey is a key the hub remembers, with the result of the emit
+// that used it: what a follower must know to answer a retry as the
+// followed node would.
+type IdempotencyKey struct {
+	Key    string
+	Time   time.Time
+	Result Emitted
 }
 
 // keyEntry is one remembered idempotency key. done is closed once the emit
@@ -84,6 +95,54 @@ func (s *keyStore) evict(now time.Time) {
 	}
 }
 
+// record remembers k as a finished emit, as the node that made it does.
+func (s *keyStore) record(k IdempotencyKey) {
+	e := &keyEntry{key: k.Key, at: k.Time, done: make(chan struct{}), ok: true, res: k.Result}
+	close(e.done)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.byKey[k.Key]; ok && !old.finished() {
+		return // an emit of this node's own holds it
+	}
+	s.byKey[k.Key] = e
+	s.queue = append(s.queue, e)
+	s.evict(time.Now())
+}
+
+// snapshot returns the finished keys within the window, oldest first.
+func (s *keyStore) snapshot() []IdempotencyKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	s.evict(now)
+	var out []IdempotencyKey
+	for _, e := range s.queue[s.head:] {
+		if s.byKey[e.key] == e && e.finished() && e.ok {
+			out = append(out, IdempotencyKey{Key: e.key, Time: e.at, Result: e.res})
+		}
+	}
+	return out
+}
+
+// reset forgets every key.
+func (s *keyStore) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.byKey)
+	clear(s.queue)
+	s.queue, s.head = s.queue[:0], 0
+}
+
+// finished reports whether e's emit has finished.
+func (e *keyEntry) finished() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // finish records the outcome of e's emit and wakes its waiters. A failed
 // emit forgets the key, so that a retry may deliver.
 func (s *keyStore) finish(e *keyEntry, res Emitted, ok bool) {
@@ -102,45 +161,32 @@ func (s *keyStore) finish(e *keyEntry, res Emitted, ok bool) {
 // is not delivered again: it returns the first emit's result with
 // Duplicate set. Of concurrent emits with one key exactly one delivers;
 // the others wait for it. An emit that fails before delivering (the hub
-// drains or is paused) is forgotten, so its retry may deliver. The caller
-// validates key; the hub only requires it to be non-empty.
+// drains or is paused) is forgotten, so its retry may deliver. An emit
+// whose context ends while it waits for a follower keeps its key: the
+// message is in the log and will be delivered. The caller validates key;
+// the hub only requires it to be non-empty.
 func (h *Hub) EmitOnce(ctx context.Context, key string, m Message) (Emitted, error) {
 	if key == "" {
-		id, n, err := h.Emit(ctx, m)
-		return Emitted{ID: id, Recipients: n}, err
+		return h.Emit(ctx, m)
 	}
 	for {
 		if err := h.refuse(); err != nil {
 			return Emitted{}, err
 		}
 		e, mine := h.keys.claim(key, time.Now())
-		if !mine {
-			select {
-			case <-e.done:
-			case <-ctx.Done():
-				return Emitted{}, ctx.Err()
-			}
-			if !e.ok {
-				continue // the first attempt failed: try again
-			}
-			res := e.res
-			res.Duplicate = true
-			return res, nil
+		if mine {
+			return h.emit(ctx, e, m)
 		}
-		if err := h.refuse(); err != nil {
-			h.keys.finish(e, Emitted{}, false)
-			return Emitted{}, err
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			return Emitted{}, ctx.Err()
 		}
-		m.ID = key
-		n := h.deliver(m)
-		h.stats.Emitted.Add(1)
-		res := Emitted{ID: key, Recipients: n}
-		// Delivered locally: the key stays taken even if the broker
-		// fails, since a retry would deliver a second copy here.
-		h.keys.finish(e, res, true)
-		if err := h.broker.Publish(ctx, m); err != nil {
-			return res, err
+		if !e.ok {
+			continue // the first attempt failed: try again
 		}
+		res := e.res
+		res.Duplicate = true
 		return res, nil
 	}
 }

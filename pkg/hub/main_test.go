@@ -79,6 +79,9 @@ type wireFrame struct {
 	Event       string          `json:"event"`
 	Channel     string          `json:"channel"`
 	Data        json.RawMessage `json:"data"`
+	Offset      uint64          `json:"offset"`
+	Epoch       string          `json:"epoch"`
+	Recovered   *bool           `json:"recovered"`
 }
 
 type closeCall struct {
@@ -257,6 +260,22 @@ func (f *fakeTransport) messages() []wireFrame {
 		}
 	}
 	return m
+}
+
+// all returns every frame received, in order.
+func (f *fakeTransport) all() []wireFrame {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.frames)
+}
+
+// offsets returns the offsets of the message frames received, in order.
+func (f *fakeTransport) offsets() []uint64 {
+	var o []uint64
+	for _, m := range f.messages() {
+		o = append(o, m.Offset)
+	}
+	return o
 }
 
 func (f *fakeTransport) messageIDs() []string {

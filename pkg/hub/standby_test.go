@@ -20,7 +20,7 @@ func TestEmitOnce(t *testing.T) {
 	if err != nil {
 		t.Fatalf("EmitOnce: got %v; want nil", err)
 	}
-	if want := (Emitted{ID: "order-42", Recipients: 1}); first != want {
+	if want := (Emitted{ID: "order-42", Offset: 1, Recipients: 1}); first != want {
 		t.Errorf("first EmitOnce: got %+v; want %+v", first, want)
 	}
 	_, ft2 := register(t, h)
@@ -28,7 +28,7 @@ func TestEmitOnce(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second EmitOnce: got %v; want nil", err)
 	}
-	if want := (Emitted{ID: "order-42", Recipients: 1, Duplicate: true}); again != want {
+	if want := (Emitted{ID: "order-42", Offset: 1, Recipients: 1, Duplicate: true}); again != want {
 		t.Errorf("second EmitOnce: got %+v; want %+v", again, want)
 	}
 	if _, err := h.EmitOnce(ctx, "order-43", Message{Event: "E"}); err != nil {
@@ -146,7 +146,7 @@ func TestPause(t *testing.T) {
 	if _, err := h.Register(newFake()); !errors.Is(err, ErrPaused) {
 		t.Errorf("Register while paused: got %v; want %v", err, ErrPaused)
 	}
-	if _, _, err := h.Emit(ctx, Message{Event: "E"}); !errors.Is(err, ErrPaused) {
+	if _, err := h.Emit(ctx, Message{Event: "E"}); !errors.Is(err, ErrPaused) {
 		t.Errorf("Emit while paused: got %v; want %v", err, ErrPaused)
 	}
 	if _, err := h.EmitOnce(ctx, "k", Message{Event: "E"}); !errors.Is(err, ErrPaused) {

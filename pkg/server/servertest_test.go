@@ -268,6 +268,9 @@ type frameIn struct {
 	Event       string          `json:"event"`
 	Channel     string          `json:"channel"`
 	Data        json.RawMessage `json:"data"`
+	Offset      uint64          `json:"offset"`
+	Epoch       string          `json:"epoch"`
+	Recovered   *bool           `json:"recovered"`
 	raw         []byte
 }
 
@@ -279,12 +282,13 @@ type browser struct {
 	count  atomic.Int64 // connections in the last count frame; -1 before one
 	counts atomic.Int64 // count frames received
 
-	mu      sync.Mutex
-	msgs    []frameIn // message frames, in order
-	bad     []string  // frames that did not parse
-	err     error     // why reading ended
-	done    chan struct{}
-	started bool
+	mu       sync.Mutex
+	msgs     []frameIn // message frames, in order
+	welcomes []frameIn // welcome frames
+	bad      []string  // frames that did not parse
+	err      error     // why reading ended
+	done     chan struct{}
+	started  bool
 }
 
 // dialBrowser connects to url without failing a test, so that it can run
@@ -365,6 +369,10 @@ func (b *browser) read() {
 			case "message":
 				b.mu.Lock()
 				b.msgs = append(b.msgs, f)
+				b.mu.Unlock()
+			case "welcome":
+				b.mu.Lock()
+				b.welcomes = append(b.welcomes, f)
 				b.mu.Unlock()
 			default:
 				b.mu.Lock()

@@ -29,18 +29,26 @@ func TestCountFrameAfterUpgrade(t *testing.T) {
 
 	for i, want := range []int64{1, 2} {
 		b := n.dial(t)
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		typ, p, err := b.ws.Read(ctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("browser %d: first Read: got %v; want nil", i, err)
+		var frames []frameIn
+		for range 2 {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			typ, p, err := b.ws.Read(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("browser %d: Read: got %v; want nil", i, err)
+			}
+			var f frameIn
+			if err := json.Unmarshal(p, &f); err != nil || typ != websocket.MessageText {
+				t.Fatalf("browser %d: frame %q (type %v): got %v; want a JSON text frame", i, p, typ, err)
+			}
+			f.raw = p
+			frames = append(frames, f)
 		}
-		var f frameIn
-		if err := json.Unmarshal(p, &f); err != nil || typ != websocket.MessageText {
-			t.Fatalf("browser %d: first frame %q (type %v): got %v; want a JSON text frame", i, p, typ, err)
+		if w := frames[0]; w.Type != "welcome" || w.Epoch == "" || w.Offset != 0 || w.Recovered != nil {
+			t.Errorf("browser %d: first frame: got %s; want a welcome at offset 0", i, w.raw)
 		}
-		if got := string(p); got != fmt.Sprintf(`{"type":"count","connections":%d}`, want) {
-			t.Errorf("browser %d: first frame: got %s; want a count of %d", i, got, want)
+		if got := string(frames[1].raw); got != fmt.Sprintf(`{"type":"count","connections":%d}`, want) {
+			t.Errorf("browser %d: second frame: got %s; want a count of %d", i, got, want)
 		}
 		b.read()
 	}
@@ -198,8 +206,11 @@ func TestEmit(t *testing.T) {
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		t.Fatalf("frame %s: got %v; want a JSON object", raw, err)
 	}
-	if got, want := slices.Sorted(maps.Keys(fields)), []string{"channel", "data", "event", "id", "type"}; !slices.Equal(got, want) {
+	if got, want := slices.Sorted(maps.Keys(fields)), []string{"channel", "data", "event", "id", "offset", "type"}; !slices.Equal(got, want) {
 		t.Errorf("frame %s: fields: got %v; want %v", raw, got, want)
+	}
+	if got := msgs[len(msgs)-1].Offset; got == 0 || got != resp.GetOffset() {
+		t.Errorf("frame offset: got %d; want the response's %d", got, resp.GetOffset())
 	}
 	for _, f := range []struct{ name, want string }{
 		{"type", `"message"`},

@@ -113,7 +113,11 @@ type EmitMessageResponse struct {
 	Recipients int64 `protobuf:"varint,2,opt,name=recipients,proto3" json:"recipients,omitempty"`
 	// True when idempotency_key matched an earlier emit, which was not
 	// delivered again.
-	Duplicate     bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// Position of the message in the node's log, also carried in the
+	// browsers' frames as "offset": offsets grow by one per message, in the
+	// order every browser receives them.
+	Offset        uint64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -167,6 +171,13 @@ func (x *EmitMessageResponse) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+func (x *EmitMessageResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 // GetOnlineCountRequest selects the audience to count.
@@ -362,13 +373,14 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\x05event\x18\x01 \x01(\tR\x05event\x12*\n" +
 	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x04data\x12\x18\n" +
 	"\achannel\x18\x03 \x01(\tR\achannel\x12'\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"c\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"{\n" +
 	"\x13EmitMessageResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
 	"recipients\x18\x02 \x01(\x03R\n" +
 	"recipients\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"1\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\"1\n" +
 	"\x15GetOnlineCountRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\":\n" +
 	"\x16GetOnlineCountResponse\x12 \n" +

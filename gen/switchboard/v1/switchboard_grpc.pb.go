@@ -35,7 +35,9 @@ const (
 // many of them are online.
 type SwitchboardServiceClient interface {
 	// EmitMessage queues one event to every connected browser, or to the
-	// subscribers of one channel. Invalid input fails with INVALID_ARGUMENT.
+	// subscribers of one channel, and adds it to the message log, from which
+	// browsers that reconnect recover what they missed. Invalid input fails
+	// with INVALID_ARGUMENT.
 	EmitMessage(ctx context.Context, in *EmitMessageRequest, opts ...grpc.CallOption) (*EmitMessageResponse, error)
 	// GetOnlineCount returns the number of open browser connections right now.
 	GetOnlineCount(ctx context.Context, in *GetOnlineCountRequest, opts ...grpc.CallOption) (*GetOnlineCountResponse, error)
@@ -99,7 +101,9 @@ type SwitchboardService_WatchCountClient = grpc.ServerStreamingClient[WatchCount
 // many of them are online.
 type SwitchboardServiceServer interface {
 	// EmitMessage queues one event to every connected browser, or to the
-	// subscribers of one channel. Invalid input fails with INVALID_ARGUMENT.
+	// subscribers of one channel, and adds it to the message log, from which
+	// browsers that reconnect recover what they missed. Invalid input fails
+	// with INVALID_ARGUMENT.
 	EmitMessage(context.Context, *EmitMessageRequest) (*EmitMessageResponse, error)
 	// GetOnlineCount returns the number of open browser connections right now.
 	GetOnlineCount(context.Context, *GetOnlineCountRequest) (*GetOnlineCountResponse, error)
