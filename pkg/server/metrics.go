@@ -66,6 +66,15 @@ func (s *Server) initMetrics() {
 				}
 				return 0
 			}),
+		gauge("switchboard_history_messages", "Messages the log holds for browsers that resume or ask for the last ones.",
+			func() float64 { n, _ := s.hub.HistoryStats(); return float64(n) }),
+		gauge("switchboard_history_bytes", "Bytes of the message frames the log holds.",
+			func() float64 { _, b := s.hub.HistoryStats(); return float64(b) }),
+		gauge("switchboard_log_offset", "Offset of the newest message in the log.",
+			func() float64 { return float64(s.hub.Position().Offset) }),
+		counter("switchboard_resumes_total", "Browsers that reconnected asking to resume, by outcome: recovered (nothing missed) or lost (the log could not answer; the page should reload its state).", prometheus.Labels{"outcome": "recovered"}, load(&st.Recovered)),
+		counter("switchboard_resumes_total", "Browsers that reconnected asking to resume, by outcome: recovered (nothing missed) or lost (the log could not answer; the page should reload its state).", prometheus.Labels{"outcome": "lost"}, load(&st.NotRecovered)),
+		counter("switchboard_follower_drops_total", "Times a following standby was dropped for not acknowledging in time; the primary then went on alone.", nil, load(&st.FollowerDrops)),
 		gauge("switchboard_uptime_seconds", "Seconds since the node started.",
 			func() float64 { return time.Since(s.started).Seconds() }),
 	)

@@ -271,7 +271,7 @@ func (c *conn) readMessage() (*closeReason, bool) {
 	}
 	switch in.Op {
 	case frame.OpSubscribe:
-		err = c.hc.Subscribe(in.Channel)
+		err = c.hc.SubscribeLast(in.Channel, in.Last)
 	case frame.OpUnsubscribe:
 		c.hc.Unsubscribe(in.Channel)
 	}

@@ -29,13 +29,16 @@ const (
 	// LimitInvalidFrame: bad JSON, unknown type, binary frame, bad UTF-8 or
 	// an invalid channel; closed with 1008.
 	LimitInvalidFrame = "invalid_frame"
+	// LimitInvalidParameter: a bad query parameter on the upgrade (channel,
+	// epoch, offset); the upgrade gets 400.
+	LimitInvalidParameter = "invalid_parameter"
 )
 
-var limitNames = []string{LimitConnections, LimitConnectionsPerIP, LimitFrameRate, LimitFrameSize, LimitSubscriptions, LimitInvalidFrame}
+var limitNames = [...]string{LimitConnections, LimitConnectionsPerIP, LimitFrameRate, LimitFrameSize, LimitSubscriptions, LimitInvalidFrame, LimitInvalidParameter}
 
 // rejections counts refusals by limit.
 type rejections struct {
-	counts [6]atomic.Int64 // in limitNames order
+	counts [len(limitNames)]atomic.Int64 // in limitNames order
 }
 
 func (r *rejections) add(limit string) {

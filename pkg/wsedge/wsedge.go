@@ -5,10 +5,12 @@ package wsedge
 
 import (
 	"bufio"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -17,7 +19,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
+	"github.com/switchboard-rt/switchboard/pkg/msglog"
 )
 
 // Config tunes a Handler. Only Hub is required.
@@ -173,6 +177,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "draining: connect to another node", http.StatusServiceUnavailable)
 		return
 	}
+	// A bad parameter is refused before anything is held or counted.
+	start, err := startOf(r, h.hub.MaxSubscriptions())
+	if err != nil {
+		h.reject(LimitInvalidParameter)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	// Limits are checked before the upgrade, so a refusal costs one
 	// small HTTP response and no WebSocket state.
 	if n := h.conns.Add(1); h.maxConns > 0 && n > h.maxConns {
@@ -215,7 +226,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		release()
 		return
 	}
-	c.hc, err = h.hub.Register(c)
+	c.hc, err = h.hub.Connect(c, start)
 	if err != nil {
 		ws.Close(closeAway, hub.ReasonShutdown.String())
 		h.untrack(c)
@@ -223,6 +234,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.start()
+}
+
+// startOf reads what the upgrade asks for (see frame.ParseConnect): the
+// channels to join and the position to resume from.
+func startOf(r *http.Request, maxChannels int) (hub.Start, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return hub.Start{}, errors.New("invalid query string")
+	}
+	c, err := frame.ParseConnect(q, maxChannels)
+	if err != nil {
+		return hub.Start{}, err
+	}
+	return hub.Start{Channels: c.Channels, Resume: c.Resume, From: msglog.Position{Epoch: c.Epoch, Offset: c.Offset}}, nil
 }
 
 // track records an upgraded connection, so that Close can end it and the
