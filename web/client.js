@@ -3,13 +3,15 @@
  *   const sb = Switchboard.connect(["wss://rt.example.com/ws", "wss://rt2.example.com/ws"]);
  *   sb.onCount(n => el.textContent = n);
  *   sb.on("ShowMessage", data => show(data.text));
- *   sb.subscribe("quotes");
+ *   sb.subscribe("quotes", {last: 1});               // and the newest quote at once
  *   sb.onState(s => banner.hidden = s === "open");   // "connecting" | "open" | "reconnecting" | "closed"
+ *   sb.onReconnect(ok => ok || reloadState());        // false: messages were missed
  *
  * It reconnects with capped, jittered exponential backoff, moving to the next
- * URL after each failure, and resubscribes its channels after reconnecting.
- * It drops a message whose id it has seen among the last 1000, so that a
- * message a retried emit delivers again after a fail-over shows once.
+ * URL after each failure, and resumes where it left off: the node sends what
+ * it missed, then live messages. It drops a message whose id it has seen
+ * among the last 1000, so that a message a retried emit delivers again after
+ * a fail-over shows once.
  */
 (function (root) {
   "use strict";
@@ -46,7 +48,10 @@
     this._handlers = {};      // event -> [fn]
     this._countFns = [];
     this._stateFns = [];
-    this._channels = {};      // subscribed channel names
+    this._channels = {};      // subscribed channel -> {last: K}
+    this._epoch = null;       // the log's epoch and the newest offset seen
+    this._offset = 0;
+    this._reconnectFns = [];
     this._i = 0;              // index of the URL in use
     this._attempt = 0;        // failed attempts since the last success
     this._ws = null;
@@ -69,9 +74,17 @@
   Client.prototype._connect = function () {
     var self = this;
     this._setState(this._attempt === 0 && this.count === null ? "connecting" : "reconnecting");
-    var ws;
+    var ws, ch, inURL = {};
     try {
-      ws = new WebSocket(this._urls[this._i]);
+      // The channels and the position ride on the upgrade: the node joins
+      // them and replays what was missed before any live message.
+      var url = new URL(this._urls[this._i]);
+      for (ch in this._channels) { url.searchParams.append("channel", ch); inURL[ch] = 1; }
+      if (this._epoch !== null) {
+        url.searchParams.set("epoch", this._epoch);
+        url.searchParams.set("offset", String(this._offset));
+      }
+      ws = new WebSocket(url.href);
     } catch (e) {
       this._retry(0);
       return;
@@ -80,18 +93,28 @@
     var opened = false;
     ws.onopen = function () {
       opened = true;
-      for (var ch in self._channels) self._send({ type: "subscribe", channel: ch });
+      for (var c in self._channels) if (!inURL[c]) self._sub(c);
     };
     ws.onmessage = function (e) {
       var f;
       try { f = JSON.parse(e.data); } catch (err) { return; }
-      if (f.type === "count") {
-        // The first count frame proves the node serves us: reset the backoff.
+      if (f.type === "welcome") {
+        // The node serves us: reset the backoff. Its offset is the log's
+        // head, our position only when nothing was replayed.
         self._attempt = 0;
         self._setState("open");
+        var again = self._epoch !== null;
+        if (f.recovered !== true) self._offset = f.offset;
+        self._epoch = f.epoch;
+        if (again) {
+          if (!f.recovered) for (var c in self._channels) if (inURL[c] && self._channels[c].last) self._sub(c);
+          for (var k = 0; k < self._reconnectFns.length; k++) call(self._reconnectFns[k], f.recovered === true);
+        }
+      } else if (f.type === "count") {
         self.count = f.connections;
         for (var i = 0; i < self._countFns.length; i++) call(self._countFns[i], f.connections);
       } else if (f.type === "message") {
+        if (f.offset > self._offset) self._offset = f.offset;
         if (self._dup(f.id)) return;
         var fns = (self._handlers[f.event] || []).concat(self._handlers["*"] || []);
         for (var j = 0; j < fns.length; j++) call(fns[j], f.data, f);
@@ -148,6 +171,12 @@
     if (this._ws && this._ws.readyState === 1) this._ws.send(JSON.stringify(f));
   };
 
+  Client.prototype._sub = function (ch) {
+    var f = { type: "subscribe", channel: ch }, last = this._channels[ch].last;
+    if (last) f.last = last;
+    this._send(f);
+  };
+
   // on calls fn(data, message) for every message of event ("*": all events).
   // It returns a function that removes fn.
   Client.prototype.on = function (event, fn) {
@@ -173,11 +202,25 @@
     return function () { var i = list.indexOf(fn); if (i >= 0) list.splice(i, 1); };
   };
 
-  // subscribe joins channel, now and after every reconnect.
-  Client.prototype.subscribe = function (channel) {
-    if (this._channels[channel]) return;
-    this._channels[channel] = true;
-    this._send({ type: "subscribe", channel: channel });
+  // onReconnect calls fn(recovered) each time the client is back after a
+  // disconnect: recovered is true when every message missed meanwhile has
+  // been delivered, false when some may be lost (the page should reload
+  // what it shows).
+  Client.prototype.onReconnect = function (fn) {
+    var list = this._reconnectFns;
+    list.push(fn);
+    return function () { var i = list.indexOf(fn); if (i >= 0) list.splice(i, 1); };
+  };
+
+  // subscribe joins channel, now and after every reconnect. With
+  // {last: K} (1 to 100) the node first sends the channel's newest K
+  // messages, such as the current quotation, and again after a reconnect
+  // that could not recover.
+  Client.prototype.subscribe = function (channel, opts) {
+    var last = opts && opts.last, had = this._channels[channel];
+    if (had && had.last === last) return;
+    this._channels[channel] = { last: last };
+    this._sub(channel);
   };
 
   // unsubscribe leaves channel.

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"bytes"
+	"compress/gzip"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -56,5 +58,19 @@ func TestClientJSIsACopy(t *testing.T) {
 	b[0] = 'X'
 	if ClientJS()[0] == 'X' {
 		t.Error("ClientJS returned the embedded bytes themselves; a caller could corrupt what is served")
+	}
+}
+
+// TestClientIsSmall keeps client.js within what a page should pay for a
+// socket library: 4 KiB gzipped.
+func TestClientIsSmall(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
+	zw.Write(clientJS)
+	zw.Close()
+	t.Logf("client.js: %d bytes, %d gzipped", len(clientJS), b.Len())
+	if b.Len() > 4096 {
+		t.Errorf("client.js gzipped: got %d bytes; want at most 4096", b.Len())
 	}
 }

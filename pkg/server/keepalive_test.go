@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/switchboard-rt/switchboard/internal/proxytest"
 )
 
 // TestKeepAlive cuts one browser's network without a close or a FIN (a
@@ -19,11 +21,11 @@ func TestKeepAlive(t *testing.T) {
 	// a busy machine.
 	const slack = 1500 * time.Millisecond
 	n := startNode(t, Config{KeepAlive: keepAlive})
-	p := startProxy(t, n.srv.HTTPAddr())
+	p := proxytest.Start(t, n.srv.HTTPAddr())
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	doomed, _, err := dialBrowser(ctx, n.hc, "ws://"+p.addr()+"/ws", nil)
+	doomed, _, err := dialBrowser(ctx, n.hc, "ws://"+p.Addr()+"/ws", nil)
 	if err != nil {
 		t.Fatalf("dial through the proxy: got %v; want nil", err)
 	}
@@ -46,7 +48,7 @@ func TestKeepAlive(t *testing.T) {
 		}
 	}
 
-	p.blackhole()
+	p.Blackhole()
 	cut := time.Now()
 	eventually(t, waitTimeout, func() (bool, string) {
 		got := n.count(t, "")

@@ -1,8 +1,8 @@
 package server
 
 // This file holds the helpers the integration tests share: an in-process
-// node on loopback, a browser made of a real WebSocket client, a gRPC
-// client, and a TCP proxy that can blackhole a connection.
+// node on loopback, a browser made of a real WebSocket client and a gRPC
+// client.
 
 import (
 	"bytes"
@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -469,100 +468,4 @@ func closeError(err error) (websocket.CloseError, bool) {
 	var ce websocket.CloseError
 	ok := errors.As(err, &ce)
 	return ce, ok
-}
-
-// proxy is a TCP proxy between browsers and a node. Blackhole makes it
-// drop everything in both directions while keeping every socket open, as
-// a vanished network does.
-type proxy struct {
-	ln         net.Listener
-	target     string
-	blackholed atomic.Bool
-	wg         sync.WaitGroup
-
-	mu     sync.Mutex
-	conns  []net.Conn
-	closed bool
-}
-
-func startProxy(t testing.TB, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("net.Listen: got %v; want nil", err)
-	}
-	p := &proxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) blackhole() { p.blackholed.Store(true) }
-
-func (p *proxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			c.Close()
-			s.Close()
-			return
-		}
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(s, c)
-		go p.pipe(c, s)
-	}
-}
-
-// pipe copies src to dst until src ends. While blackholed it reads and
-// drops, and it does not pass an end on: the other side hears nothing.
-func (p *proxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if p.blackholed.Load() {
-			if err != nil {
-				return
-			}
-			continue
-		}
-		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-		if err != nil {
-			if tc, ok := dst.(*net.TCPConn); ok {
-				tc.CloseWrite()
-			}
-			return
-		}
-	}
-}
-
-func (p *proxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	p.closed = true
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-rt/switchboard/internal/proxytest"
 )
 
 // freeAddr returns a loopback address nobody listens on right now.
@@ -198,10 +199,10 @@ func TestStandby(t *testing.T) {
 func TestStandbyPrimaryVanishes(t *testing.T) {
 	t.Parallel()
 	primary := startNode(t, Config{})
-	link := startProxy(t, primary.srv.GRPCAddr())
-	standby := startNode(t, Config{PrimaryAddr: link.addr()})
+	link := proxytest.Start(t, primary.srv.GRPCAddr())
+	standby := startNode(t, Config{PrimaryAddr: link.Addr()})
 	standby.checkPassive(t)
-	link.blackhole()
+	link.Blackhole()
 	took := standby.waitActive(t)
 	t.Logf("standby active %v after the primary vanished", took)
 	if limit := primaryCheckInterval + primaryCheckTimeout + 2*time.Second; took > limit {
