@@ -34,6 +34,9 @@ var options = []option{
 	{"max-data-bytes", "SWITCHBOARD_MAX_DATA_BYTES", "65536", "largest message data, as JSON"},
 	{"primary-addr", "SWITCHBOARD_PRIMARY_ADDR", "", "the primary's gRPC address; setting it makes this node the standby"},
 	{"hand-back-spread", "SWITCHBOARD_HAND_BACK_SPREAD", "3s", "window over which a standby hands its browsers back to the primary"},
+	{"standby-wait", "SWITCHBOARD_STANDBY_WAIT", "0s", "on a primary with a standby: how long to wait at start for the standby's message log before serving alone (3s in a pair; 0: no standby)"},
+	{"history-size", "SWITCHBOARD_HISTORY_SIZE", "1000", "messages kept for browsers that reconnect or subscribe with last (0: history and recovery off)"},
+	{"history-ttl", "SWITCHBOARD_HISTORY_TTL", "5m", "how long a message stays in the history"},
 	{"max-conns", "SWITCHBOARD_MAX_CONNS", "100000", "most browser connections; past it upgrades get 503 (0: no limit)"},
 	{"max-conns-per-ip", "SWITCHBOARD_MAX_CONNS_PER_IP", "1000", "most browser connections from one address; past it upgrades get 429 (0: no limit)"},
 	{"trusted-proxies", "SWITCHBOARD_TRUSTED_PROXIES", "", "comma list of proxy CIDRs whose X-Forwarded-For names the client address"},
@@ -107,6 +110,26 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	parse("count-interval", positiveDuration(&cfg.Hub.CountInterval))
 	parse("shutdown-timeout", positiveDuration(&cfg.ShutdownTimeout))
 	parse("hand-back-spread", positiveDuration(&cfg.HandBackSpread))
+	parse("standby-wait", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return errors.New("want a duration such as 3s, or 0 for none")
+		}
+		cfg.StandbyWait = d
+		return nil
+	})
+	parse("history-size", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > maxHistorySize {
+			return fmt.Errorf("want a number of messages from 0 (off) to %d", maxHistorySize)
+		}
+		cfg.Hub.HistorySize = n
+		if n == 0 {
+			cfg.Hub.HistorySize = -1
+		}
+		return nil
+	})
+	parse("history-ttl", positiveDuration(&cfg.Hub.HistoryTTL))
 	parseTLS(&cfg, get, parse)
 	parseLimits(&cfg, parse)
 	parse("max-data-bytes", func(s string) error {
@@ -178,6 +201,10 @@ func optionByFlag(name string) option {
 	}
 	panic("unknown option " + name)
 }
+
+// maxHistorySize bounds the history: every message it holds keeps its
+// frame, up to the data limit, in memory.
+const maxHistorySize = 1_000_000
 
 func positiveDuration(dst *time.Duration) func(string) error {
 	return func(s string) error {

@@ -27,7 +27,7 @@ func defaults() server.Config {
 		ShutdownTimeout: 10 * time.Second,
 		MaxDataBytes:    65536,
 		HandBackSpread:  3 * time.Second,
-		Hub:             hub.Config{CountInterval: 100 * time.Millisecond, MaxSubscriptions: 64},
+		Hub:             hub.Config{CountInterval: 100 * time.Millisecond, MaxSubscriptions: 64, HistorySize: 1000, HistoryTTL: 5 * time.Minute},
 		TLS:             server.TLSConfig{ReloadInterval: 5 * time.Second},
 		Limits: server.Limits{
 			MaxConns: 100000, MaxConnsPerIP: 1000, MaxFrameBytes: 4096,
@@ -59,9 +59,13 @@ func TestParseConfig(t *testing.T) {
 				"SWITCHBOARD_MAX_DATA_BYTES":   "1024",
 				"SWITCHBOARD_PRIMARY_ADDR":     "primary:9090",
 				"SWITCHBOARD_HAND_BACK_SPREAD": "5s",
+				"SWITCHBOARD_STANDBY_WAIT":     "3s",
+				"SWITCHBOARD_HISTORY_SIZE":     "0",
+				"SWITCHBOARD_HISTORY_TTL":      "1h",
 			},
 			want: func(c *server.Config) {
-				c.PrimaryAddr, c.HandBackSpread = "primary:9090", 5*time.Second
+				c.PrimaryAddr, c.HandBackSpread, c.StandbyWait = "primary:9090", 5*time.Second, 3*time.Second
+				c.Hub.HistorySize, c.Hub.HistoryTTL = -1, time.Hour
 				c.HTTPAddr, c.GRPCAddr, c.APIToken, c.Insecure = "127.0.0.1:1", "0.0.0.0:2", "s3cret", true
 				c.AllowedOrigins = []string{"example.com", "*.example.org"}
 				c.KeepAlive, c.Hub.CountInterval, c.ShutdownTimeout, c.MaxDataBytes = 5*time.Second, 250*time.Millisecond, 3*time.Second, 1024
@@ -77,7 +81,7 @@ func TestParseConfig(t *testing.T) {
 			args: []string{
 				"--http-addr=127.0.0.1:3", "--grpc-addr", "127.0.0.1:4", "--api-token=flag-token", "--insecure=false",
 				"--allowed-origins=*", "--keepalive=7s", "-count-interval=1s", "--shutdown-timeout=4s", "--max-data-bytes=2048",
-				"--primary-addr=10.0.0.1:9090", "--hand-back-spread=1s",
+				"--primary-addr=10.0.0.1:9090", "--hand-back-spread=1s", "--history-size=50", "--history-ttl=30s",
 			},
 			env: map[string]string{
 				"SWITCHBOARD_HTTP_ADDR":        "127.0.0.1:1",
@@ -94,6 +98,7 @@ func TestParseConfig(t *testing.T) {
 			},
 			want: func(c *server.Config) {
 				c.PrimaryAddr, c.HandBackSpread = "10.0.0.1:9090", time.Second
+				c.Hub.HistorySize, c.Hub.HistoryTTL = 50, 30*time.Second
 				c.HTTPAddr, c.GRPCAddr, c.APIToken, c.Insecure = "127.0.0.1:3", "127.0.0.1:4", "flag-token", false
 				c.AllowedOrigins = []string{"*"}
 				c.KeepAlive, c.Hub.CountInterval, c.ShutdownTimeout, c.MaxDataBytes = 7*time.Second, time.Second, 4*time.Second, 2048
@@ -180,6 +185,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"max-data-bytes", "SWITCHBOARD_MAX_DATA_BYTES", "0"},
 		{"log-level", "SWITCHBOARD_LOG_LEVEL", "loud"},
 		{"log-format", "SWITCHBOARD_LOG_FORMAT", "xml"},
+		{"standby-wait", "SWITCHBOARD_STANDBY_WAIT", "-1s"},
+		{"standby-wait", "SWITCHBOARD_STANDBY_WAIT", "3"},
+		{"history-size", "SWITCHBOARD_HISTORY_SIZE", "-1"},
+		{"history-size", "SWITCHBOARD_HISTORY_SIZE", "1000001"},
+		{"history-size", "SWITCHBOARD_HISTORY_SIZE", "lots"},
+		{"history-ttl", "SWITCHBOARD_HISTORY_TTL", "0"},
 	}
 	for _, tt := range tests {
 		for _, from := range []string{"flag", "env"} {

@@ -74,6 +74,13 @@ func (s *Server) initMetrics() {
 			func() float64 { return float64(s.hub.Position().Offset) }),
 		counter("switchboard_resumes_total", "Browsers that reconnected asking to resume, by outcome: recovered (nothing missed) or lost (the log could not answer; the page should reload its state).", prometheus.Labels{"outcome": "recovered"}, load(&st.Recovered)),
 		counter("switchboard_resumes_total", "Browsers that reconnected asking to resume, by outcome: recovered (nothing missed) or lost (the log could not answer; the page should reload its state).", prometheus.Labels{"outcome": "lost"}, load(&st.NotRecovered)),
+		gauge("switchboard_log_followed", "1 while the pair shares the message log: on a primary, a standby follows it; on a standby, it follows its primary.",
+			func() float64 {
+				if s.standby != nil && s.standby.link.Following() || s.standby == nil && s.hub.Following() {
+					return 1
+				}
+				return 0
+			}),
 		counter("switchboard_follower_drops_total", "Times a following standby was dropped for not acknowledging in time; the primary then went on alone.", nil, load(&st.FollowerDrops)),
 		gauge("switchboard_uptime_seconds", "Seconds since the node started.",
 			func() float64 { return time.Since(s.started).Seconds() }),

@@ -21,11 +21,13 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	pairv1 "github.com/switchboard-rt/switchboard/gen/switchboard/pair/v1"
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-rt/switchboard/pkg/certs"
 	"github.com/switchboard-rt/switchboard/pkg/control"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/metrics"
+	"github.com/switchboard-rt/switchboard/pkg/pair"
 	"github.com/switchboard-rt/switchboard/pkg/wsedge"
 	"github.com/switchboard-rt/switchboard/web"
 )
@@ -70,6 +72,15 @@ type Config struct {
 	// primary. Exactly one node may name the primary; a node naming
 	// itself is refused.
 	PrimaryAddr string
+	// StandbyWait, on a primary with a standby, is how long the primary
+	// waits at start for its standby to hand over the message log before
+	// it serves alone. A primary that comes back after a crash then
+	// continues the log its standby kept meanwhile, and browsers it gets
+	// back resume without a gap. Meanwhile it is not ready and refuses
+	// browsers and emits, so the proxy keeps them on the standby. The
+	// standby connects within about a second. Default: 0, no wait: a node
+	// without a standby.
+	StandbyWait time.Duration
 	// HandBackSpread is the window over which a standby that sees its
 	// primary again closes its browsers (1012), at random times, so that
 	// they do not all reconnect to the primary at once. Default: 3s.
@@ -102,8 +113,9 @@ type Server struct {
 	edge    *wsedge.Handler
 	api     *control.Service
 	ready   atomic.Bool
-	state   atomic.Int32 // stateActive, or a standby's stateUnknown or statePassive
-	standby *standby     // nil for a primary
+	state   atomic.Int32  // stateActive, or a standby's stateUnknown or statePassive
+	standby *standby      // nil for a primary
+	pair    *pair.Service // the log service of a primary; nil for a standby
 	started time.Time
 
 	reg            *prometheus.Registry
@@ -210,6 +222,12 @@ func New(cfg Config) (_ *Server, err error) {
 	s.api = control.New(s.controlLimits(control.Config{Hub: s.hub, MaxDataBytes: cfg.MaxDataBytes}))
 	switchboardv1.RegisterSwitchboardServiceServer(s.grpcSrv, s.api)
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
+	if s.standby == nil {
+		s.pair = pair.NewService(s.hub, s.log)
+		pairv1.RegisterPairServiceServer(s.grpcSrv, s.pair)
+	} else if cfg.StandbyWait > 0 {
+		return nil, errors.New("a standby does not wait for a standby: set SWITCHBOARD_STANDBY_WAIT on the primary only")
+	}
 	reflection.Register(s.grpcSrv)
 	s.grpcMetrics.InitializeMetrics(s.grpcSrv)
 
@@ -221,11 +239,14 @@ func New(cfg Config) (_ *Server, err error) {
 		KeepAlive:      cfg.KeepAlive,
 	}))
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
-		if s.state.Load() != stateActive {
+		switch s.state.Load() {
+		case stateActive:
+			s.edge.ServeHTTP(w, r)
+		case stateSyncing:
+			http.Error(w, "starting: taking the message log from the standby", http.StatusServiceUnavailable)
+		default:
 			http.Error(w, "standby: primary is serving", http.StatusServiceUnavailable)
-			return
 		}
-		s.edge.ServeHTTP(w, r)
 	})
 	mux.Handle("GET /client.js", web.ClientHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -242,6 +263,9 @@ func New(cfg Config) (_ *Server, err error) {
 			return
 		case stateUnknown:
 			http.Error(w, "standby: checking the primary", http.StatusServiceUnavailable)
+			return
+		case stateSyncing:
+			http.Error(w, "starting: taking the message log from the standby", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -313,8 +337,12 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 		s.log.Info("switchboard serving as a standby", "http_addr", s.HTTPAddr(), "grpc_addr", s.GRPCAddr(), "node", s.hub.Node(), "auth", s.cfg.APIToken != "", "primary", s.cfg.PrimaryAddr)
 	} else {
+		if s.cfg.StandbyWait > 0 {
+			s.takeStandbyLog(ctx)
+		}
 		s.setHealth(healthpb.HealthCheckResponse_SERVING)
-		s.log.Info("switchboard serving", "http_addr", s.HTTPAddr(), "grpc_addr", s.GRPCAddr(), "node", s.hub.Node(), "auth", s.cfg.APIToken != "")
+		pos := s.hub.Position()
+		s.log.Info("switchboard serving", "http_addr", s.HTTPAddr(), "grpc_addr", s.GRPCAddr(), "node", s.hub.Node(), "auth", s.cfg.APIToken != "", "epoch", pos.Epoch, "offset", pos.Offset)
 	}
 
 	var serveErr error
@@ -327,6 +355,19 @@ func (s *Server) Run(ctx context.Context) error {
 	stopWatching()
 	watching.Wait()
 	return errors.Join(serveErr, s.shutdown())
+}
+
+// takeStandbyLog holds a starting primary back, up to StandbyWait, until
+// its standby has handed over the message log (see pair.Service).
+func (s *Server) takeStandbyLog(ctx context.Context) {
+	s.state.Store(stateSyncing)
+	s.hub.Pause()
+	s.log.Info("waiting for the standby's message log before serving", "wait", s.cfg.StandbyWait)
+	if !s.pair.WaitForStandby(ctx, s.cfg.StandbyWait) {
+		s.log.Info("no standby handed over a log: serving with a new one", "waited", s.cfg.StandbyWait)
+	}
+	s.hub.Resume()
+	s.state.Store(stateActive)
 }
 
 // setHealth sets the gRPC health of the node (service "") and of its API.
@@ -360,9 +401,12 @@ func (s *Server) shutdown() error {
 		s.edge.Close()
 	}
 
-	// In-flight calls finish; health Watch streams end, since
-	// GracefulStop would wait for them forever.
+	// In-flight calls finish; health Watch streams and a standby's log
+	// session end, since GracefulStop would wait for them forever.
 	s.health.stop()
+	if s.pair != nil {
+		s.pair.Stop()
+	}
 	grpcCtx, cancelGRPC := context.WithDeadline(ctx, start.Add(timeout*9/10))
 	defer cancelGRPC()
 	stopped := make(chan struct{})

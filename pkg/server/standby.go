@@ -12,6 +12,9 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/switchboard-rt/switchboard/pkg/hub"
+	"github.com/switchboard-rt/switchboard/pkg/pair"
 )
 
 // A node started with Config.PrimaryAddr is a standby. It watches the
@@ -65,24 +68,39 @@ const (
 	primaryRetryMaxDelay = time.Second
 )
 
-// The states of a node; a primary is always active.
+// The states of a node. A primary is active, or syncing while it waits at
+// start for its standby's log (Config.StandbyWait).
 const (
 	stateActive int32 = iota
 	stateUnknown
 	statePassive
+	stateSyncing
 )
 
+// The standby also follows the primary's message log through a pair.Link
+// on the same connection (see package pair): while passive it holds the
+// same log as the primary, which commits each message only once the
+// standby has it. Going active, it stops following and forks the log (a
+// new epoch that keeps the positions it shared with the primary valid), so
+// that browsers moving over resume without a gap. A primary that starts
+// while the standby is active asks for the standby's log: the standby then
+// pauses (a handover) until it sees the primary serve, or the session ends
+// first and it goes on serving.
+
 // standby watches the primary and switches its node between active and
-// passive. Only its run goroutine touches its fields.
+// passive. Its fields are under mu.
 type standby struct {
 	s      *Server
 	conn   *grpc.ClientConn
 	health healthpb.HealthClient
+	link   *pair.Link
 
-	serving  bool // the last verdict: the primary serves
-	known    bool // a verdict was reached
-	stopHand context.CancelFunc
-	handing  sync.WaitGroup
+	mu         sync.Mutex
+	serving    bool // the last verdict: the primary serves
+	known      bool // a verdict was reached
+	handedOver bool // the log went to a starting primary, which has not served yet
+	stopHand   context.CancelFunc
+	handing    sync.WaitGroup
 }
 
 func newStandby(s *Server) (*standby, error) {
@@ -90,8 +108,9 @@ func newStandby(s *Server) (*standby, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(s.cfg.PrimaryAddr,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize(s.cfg.MaxDataBytes))),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  primaryRetryMinDelay,
@@ -101,17 +120,55 @@ func newStandby(s *Server) (*standby, error) {
 			},
 			MinConnectTimeout: primaryCheckTimeout,
 		}),
-	)
+	}
+	if s.cfg.APIToken != "" {
+		// The pair shares its token: the log is behind the same auth as
+		// the API.
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken{token: s.cfg.APIToken, secure: s.cfg.TLS.PrimaryCAFile != ""}))
+	}
+	conn, err := grpc.NewClient(s.cfg.PrimaryAddr, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &standby{s: s, conn: conn, health: healthpb.NewHealthClient(conn)}, nil
+	sb := &standby{s: s, conn: conn, health: healthpb.NewHealthClient(conn)}
+	sb.link = pair.NewLink(pair.LinkConfig{
+		Hub:      s.hub,
+		Conn:     conn,
+		Logger:   s.log,
+		Active:   func() bool { return s.state.Load() == stateActive },
+		Handover: sb.handover,
+		Ended:    sb.sessionEnded,
+	})
+	return sb, nil
 }
 
-// run watches the primary until ctx ends.
+// bearerToken sends the API token with each call to the primary.
+type bearerToken struct {
+	token  string
+	secure bool
+}
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+func (b bearerToken) RequireTransportSecurity() bool { return b.secure }
+
+// run watches the primary, and follows its log, until ctx ends.
 func (sb *standby) run(ctx context.Context) {
 	defer sb.conn.Close()
-	defer sb.endHandBack()
+	defer func() {
+		sb.mu.Lock()
+		sb.endHandBack()
+		sb.mu.Unlock()
+	}()
+	var following sync.WaitGroup
+	following.Add(1)
+	go func() {
+		defer following.Done()
+		sb.link.Run(ctx)
+	}()
+	defer following.Wait()
 	delay := primaryRetryMinDelay
 	for {
 		answered, err := sb.session(ctx)
@@ -202,6 +259,8 @@ func (sb *standby) session(ctx context.Context) (answered bool, err error) {
 // set records a verdict on the primary and switches the node when it
 // changed. cause says why the primary counts as unavailable, if known.
 func (sb *standby) set(ctx context.Context, serving bool, cause error) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
 	if sb.known && sb.serving == serving {
 		return
 	}
@@ -210,12 +269,14 @@ func (sb *standby) set(ctx context.Context, serving bool, cause error) {
 	s := sb.s
 	if !serving {
 		sb.endHandBack()
-		s.hub.Resume()
-		s.state.Store(stateActive)
-		s.setHealth(healthpb.HealthCheckResponse_SERVING)
-		s.log.Info("standby: primary unavailable, taking over", "primary", s.cfg.PrimaryAddr, "cause", errText(cause))
+		if sb.handedOver {
+			s.log.Info("standby: primary not serving yet; it is taking over with this node's log", "primary", s.cfg.PrimaryAddr)
+			return
+		}
+		sb.takeOver(cause)
 		return
 	}
+	sb.handedOver = false
 	s.state.Store(statePassive)
 	s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
 	s.hub.Pause()
@@ -238,7 +299,47 @@ func (sb *standby) set(ctx context.Context, serving bool, cause error) {
 	}()
 }
 
-// endHandBack stops a hand-back in progress and waits for it.
+// takeOver makes the node active: it stops following the primary's log,
+// forks it and serves. sb.mu must be held.
+func (sb *standby) takeOver(cause error) {
+	s := sb.s
+	sb.link.Restart()
+	s.hub.ForkLog()
+	s.hub.Resume()
+	s.state.Store(stateActive)
+	s.setHealth(healthpb.HealthCheckResponse_SERVING)
+	pos := s.hub.Position()
+	s.log.Info("standby: primary unavailable, taking over", "primary", s.cfg.PrimaryAddr, "cause", errText(cause), "epoch", pos.Epoch, "offset", pos.Offset)
+}
+
+// handover pauses the node for a starting primary that takes its log, and
+// returns the log.
+func (sb *standby) handover() hub.Snapshot {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	s := sb.s
+	sb.handedOver = true
+	s.state.Store(statePassive)
+	s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	return s.hub.Handover()
+}
+
+// sessionEnded learns that a log session ended; one that handed the log to
+// a primary which never served leaves the node serving again.
+func (sb *standby) sessionEnded(handedOver bool) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if !handedOver || !sb.handedOver {
+		return
+	}
+	sb.handedOver = false
+	if sb.known && !sb.serving {
+		sb.takeOver(errors.New("the primary took the log but did not serve"))
+	}
+}
+
+// endHandBack stops a hand-back in progress and waits for it; sb.mu must
+// be held.
 func (sb *standby) endHandBack() {
 	if sb.stopHand != nil {
 		sb.stopHand()
