@@ -131,17 +131,16 @@
     };
   };
 
-  // _retry schedules the next attempt on the next URL. A quick retry skips
-  // the backoff but keeps some jitter.
+  // _retry schedules the next attempt on the next URL. A quick retry (a
+  // hand-back, which the node spreads itself) goes at once: the page is
+  // counted nowhere until it is back.
   Client.prototype._retry = function (quick) {
     if (this._closed) return;
     this._setState("reconnecting");
     this._i = (this._i + 1) % this._urls.length;
     var o = this._opts;
-    var delay;
-    if (quick) {
-      delay = Math.random() * o.minDelay;
-    } else {
+    var delay = 0;
+    if (!quick) {
       var cap = Math.min(o.maxDelay, o.minDelay * Math.pow(o.factor, this._attempt));
       delay = cap / 2 + Math.random() * cap / 2; // "equal jitter"
       this._attempt++;

@@ -160,6 +160,9 @@ type EmitResult struct {
 	// Recipients is the number of browser connections on the node the
 	// message was queued to.
 	Recipients int64
+	// Offset is the message's position in the node's log, which browsers
+	// that reconnect resume from.
+	Offset uint64
 	// Duplicate reports that the node had already delivered a message with
 	// this idempotency key (an earlier attempt whose answer was lost) and
 	// did not deliver it again; ID and Recipients are the first attempt's.
@@ -224,7 +227,7 @@ func (c *Client) Emit(ctx context.Context, event string, data any, opts ...EmitO
 	for attempt := 0; ; attempt++ {
 		res, err := c.api.EmitMessage(ctx, req)
 		if err == nil {
-			return EmitResult{ID: res.GetId(), Recipients: res.GetRecipients(), Duplicate: res.GetDuplicate()}, nil
+			return EmitResult{ID: res.GetId(), Recipients: res.GetRecipients(), Offset: res.GetOffset(), Duplicate: res.GetDuplicate()}, nil
 		}
 		if status.Code(err) != codes.Unavailable || ctx.Err() != nil || c.closed() {
 			return EmitResult{}, fmt.Errorf("failed to emit: %w", err)

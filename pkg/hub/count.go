@@ -142,15 +142,48 @@ func (h *Hub) countChanged(channel string) {
 	}
 }
 
-// localChanged is countChanged for a change on this node, which the loop
-// must also publish to the other nodes. Changes reported by other nodes go
+// localChanged is countChanged for a change on this node, which must also
+// be published to the other nodes. Changes reported by other nodes go
 // through countChanged alone: publishing them back would make two nodes
 // echo each other's counts forever.
 func (h *Hub) localChanged(channel string) {
-	h.localDirty.Store(true)
+	if !h.localDirty.Swap(true) {
+		select {
+		case h.publishWake <- struct{}{}:
+		default:
+		}
+	}
 	h.countChanged(channel)
-	if channel != "" {
-		h.wakeCountLoop()
+}
+
+// publishInterval is the shortest time between two publications of this
+// node's counts to the others. It is much shorter than the pace of count
+// frames to browsers, which spares their bandwidth: a node that adds this
+// one's counts to its own (during a hand-back, or in a cluster) is never
+// more than about this much behind, however long a burst of changes lasts.
+const publishInterval = 10 * time.Millisecond
+
+// publishLoop publishes this node's counts when they change, at most every
+// publishInterval.
+func (h *Hub) publishLoop() {
+	defer h.loops.Done()
+	t := time.NewTimer(0)
+	<-t.C
+	for {
+		select {
+		case <-h.publishWake:
+		case <-h.done:
+			return
+		}
+		if h.localDirty.Swap(false) {
+			h.publishCounts()
+		}
+		t.Reset(publishInterval)
+		select {
+		case <-t.C:
+		case <-h.done:
+			return
+		}
 	}
 }
 
@@ -161,10 +194,9 @@ func (h *Hub) wakeCountLoop() {
 	}
 }
 
-// countLoop sends the global count to every browser and the local counts
-// to the broker, each only when it changed: once a burst of changes has
-// settled, or has gone on for countMaxDelay, and at least countInterval
-// after the previous send.
+// countLoop sends the global count to every browser when it changed: once
+// a burst of changes has settled, or has gone on for countMaxDelay, and at
+// least countInterval after the previous send.
 func (h *Hub) countLoop() {
 	defer h.loops.Done()
 	t := time.NewTimer(0)
@@ -193,9 +225,6 @@ func (h *Hub) countLoop() {
 		}
 		if h.globalDirty.Swap(false) {
 			h.broadcastCount(h.addTotal(0))
-		}
-		if h.localDirty.Swap(false) {
-			h.publishCounts()
 		}
 		t.Reset(h.countInterval())
 		select {
@@ -238,6 +267,9 @@ func (h *Hub) broadcastCount(t total) {
 }
 
 func (h *Hub) publishCounts() {
+	if _, alone := h.broker.(Local); alone && h.countSubsCount() == 0 {
+		return // nobody to tell
+	}
 	c := h.LocalCounts()
 	h.countSubsMu.Lock()
 	for _, fn := range h.countSubs {
@@ -249,6 +281,12 @@ func (h *Hub) publishCounts() {
 	if err := h.broker.PublishCounts(ctx, c); err != nil {
 		h.log.Warn("failed to publish counts", "err", err)
 	}
+}
+
+func (h *Hub) countSubsCount() int {
+	h.countSubsMu.Lock()
+	defer h.countSubsMu.Unlock()
+	return len(h.countSubs)
 }
 
 // LocalCounts returns this node's own counts: its connections and the

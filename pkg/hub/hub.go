@@ -169,7 +169,8 @@ type Hub struct {
 
 	keys keyStore // recent idempotency keys
 
-	countWake   chan struct{} // wakes countLoop: globalDirty or localDirty is set
+	countWake   chan struct{} // wakes countLoop: globalDirty is set
+	publishWake chan struct{} // wakes publishLoop: localDirty is set
 	globalDirty atomic.Bool   // the cluster count changed since the last count frame
 	localDirty  atomic.Bool   // this node's counts changed since they were last published
 	draining    atomic.Bool
@@ -185,19 +186,20 @@ type Hub struct {
 func New(cfg Config) (*Hub, error) {
 	cfg.setDefaults()
 	h := &Hub{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		broker:    cfg.Broker,
-		seed:      maphash.MakeSeed(),
-		idPrefix:  cfg.Node + "-",
-		remote:    make(map[string]Counts),
-		countSubs: make(map[uint64]func(Counts)),
-		watchers:  make(map[string]map[*watcher]struct{}),
-		countWake: make(chan struct{}, 1),
-		done:      make(chan struct{}),
-		pauseCh:   make(chan struct{}),
-		pool:      newWriterPool(),
-		msgs:      msglog.New(msglog.Config{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		broker:      cfg.Broker,
+		seed:        maphash.MakeSeed(),
+		idPrefix:    cfg.Node + "-",
+		remote:      make(map[string]Counts),
+		countSubs:   make(map[uint64]func(Counts)),
+		watchers:    make(map[string]map[*watcher]struct{}),
+		countWake:   make(chan struct{}, 1),
+		publishWake: make(chan struct{}, 1),
+		done:        make(chan struct{}),
+		pauseCh:     make(chan struct{}),
+		pool:        newWriterPool(),
+		msgs:        msglog.New(msglog.Config{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}),
 	}
 	h.keys.init(cfg.IdempotencyKeys, cfg.IdempotencyTTL)
 	for i := range h.clients {
@@ -207,8 +209,9 @@ func New(cfg Config) (*Hub, error) {
 	if err := h.broker.Subscribe(h); err != nil {
 		return nil, err
 	}
-	h.loops.Add(1)
+	h.loops.Add(2)
 	go h.countLoop()
+	go h.publishLoop()
 	return h, nil
 }
 

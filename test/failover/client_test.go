@@ -2,9 +2,10 @@ package failover
 
 // This file holds a Go stand-in for a browser running web/client.js:
 // connect, read frames, and on a close or a failure reconnect with
-// jittered exponential backoff (quickly after a 1012 hand-back), then
-// resubscribe. It records what a test asserts: message ids, the last
-// count, and how long each reconnect took.
+// jittered exponential backoff (quickly after a 1012 hand-back), asking
+// for its channels and to resume from the newest message it saw. It
+// records what a test asserts: message ids, offsets out of order, whether
+// each resume recovered, the last count, and how long each reconnect took.
 
 import (
 	"context"
@@ -12,7 +13,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +26,7 @@ import (
 // The client's reconnect rules, as web/client.js has them (scaled down
 // from its 250 ms..10 s so that tests are fast).
 const (
-	minDelay = 100 * time.Millisecond // first backoff; a 1012 waits up to this
+	minDelay = 100 * time.Millisecond // first backoff
 	maxDelay = 2 * time.Second        // backoff cap
 )
 
@@ -49,6 +52,15 @@ type wsClient struct {
 	dials      int             // dial attempts since the last reset, failed ones included
 	counts     int             // count frames since the last reset
 	closes     map[int]int     // close code -> times (-1: no close frame)
+
+	// The position to resume from, as client.js keeps it.
+	epoch      string
+	offset     uint64
+	resumes    int       // welcomes that answered a resume
+	lost       int       // of those, how many said recovered:false
+	outOfOrder int       // new messages whose offset was not past the newest seen
+	lastErr    string    // why the last dial failed
+	lastFrame  time.Time // when the last frame arrived
 }
 
 func newClient(url, origin string, channels ...string) *wsClient {
@@ -60,6 +72,9 @@ type frameIn struct {
 	Type        string `json:"type"`
 	Connections int64  `json:"connections"`
 	ID          string `json:"id"`
+	Offset      uint64 `json:"offset"`
+	Epoch       string `json:"epoch"`
+	Recovered   *bool  `json:"recovered"`
 	Event       string `json:"event"`
 	Data        struct {
 		Text string `json:"text"`
@@ -76,8 +91,7 @@ func (c *wsClient) run(ctx context.Context) {
 		}
 		var d time.Duration
 		if opened && code == int(websocket.StatusServiceRestart) {
-			// Handed back: come back at once, with jitter only.
-			d = rand.N(minDelay)
+			// Handed back: come back at once; the node spreads these.
 			failures = 0
 		} else {
 			if opened {
@@ -108,18 +122,25 @@ func (c *wsClient) connectOnce(ctx context.Context) (opened bool, code int) {
 	if c.forwardedFor != "" {
 		h.Set("X-Forwarded-For", c.forwardedFor)
 	}
-	conn, _, err := websocket.Dial(dctx, c.url, &websocket.DialOptions{HTTPHeader: h})
+	q := url.Values{"channel": c.channels}
+	c.mu.Lock()
+	if c.epoch != "" {
+		q.Set("epoch", c.epoch)
+		q.Set("offset", strconv.FormatUint(c.offset, 10))
+	}
+	c.mu.Unlock()
+	conn, resp, err := websocket.Dial(dctx, c.url+"?"+q.Encode(), &websocket.DialOptions{HTTPHeader: h})
 	cancel()
 	if err != nil {
+		c.mu.Lock()
+		c.lastErr = err.Error()
+		if resp != nil {
+			c.lastErr = resp.Status
+		}
+		c.mu.Unlock()
 		return false, -1
 	}
 	defer conn.CloseNow()
-	for _, ch := range c.channels {
-		b, _ := json.Marshal(map[string]string{"type": "subscribe", "channel": ch})
-		if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
-			break
-		}
-	}
 	for {
 		_, b, err := conn.Read(ctx)
 		if err != nil {
@@ -134,11 +155,29 @@ func (c *wsClient) connectOnce(ctx context.Context) (opened bool, code int) {
 			return opened, code
 		}
 		var f frameIn
-		if json.Unmarshal(b, &f) != nil {
+		if n, ok := countFrame(b); ok {
+			// Most frames: a 1,000-client fleet decodes thousands a
+			// second, under the race detector.
+			f.Type, f.Connections = "count", n
+		} else if json.Unmarshal(b, &f) != nil {
 			continue
 		}
 		c.mu.Lock()
+		c.lastFrame = time.Now()
 		switch f.Type {
+		case "welcome":
+			// The welcome's offset is the log's head: the client's
+			// position only when nothing was replayed.
+			if f.Recovered != nil {
+				c.resumes++
+				if !*f.Recovered {
+					c.lost++
+				}
+			}
+			if f.Recovered == nil || !*f.Recovered {
+				c.offset = f.Offset
+			}
+			c.epoch = f.Epoch
 		case "count":
 			if !c.connected {
 				c.connected = true
@@ -153,6 +192,11 @@ func (c *wsClient) connectOnce(ctx context.Context) (opened bool, code int) {
 			c.count = f.Connections
 			c.counts++
 		case "message":
+			if f.Offset > c.offset {
+				c.offset = f.Offset
+			} else if c.ids[f.ID] == 0 {
+				c.outOfOrder++
+			}
 			c.ids[f.ID]++
 			if c.ids[f.ID] == 1 && f.Event == "ShowMessage" {
 				c.texts[f.Data.Text]++
@@ -402,4 +446,32 @@ func head[T any](s []T, n int) []T {
 		return s[:n]
 	}
 	return s
+}
+
+// whyDisconnected counts the clients not connected right now by why their
+// last dial failed, and the connected ones by how long (in whole seconds)
+// they have heard nothing.
+func (f *fleet) whyDisconnected() (dial map[string]int, silent map[int]int) {
+	dial, silent = map[string]int{}, map[int]int{}
+	for _, c := range f.clients {
+		c.mu.Lock()
+		if !c.connected {
+			dial[c.lastErr]++
+		} else {
+			silent[int(time.Since(c.lastFrame).Seconds())]++
+		}
+		c.mu.Unlock()
+	}
+	return dial, silent
+}
+
+// countFrame reads {"type":"count","connections":N} without a JSON
+// decoder.
+func countFrame(b []byte) (int64, bool) {
+	const prefix = `{"type":"count","connections":`
+	if len(b) < len(prefix)+2 || string(b[:len(prefix)]) != prefix || b[len(b)-1] != '}' {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(b[len(prefix):len(b)-1]), 10, 64)
+	return n, err == nil
 }

@@ -358,6 +358,7 @@ type cluster struct {
 	t    testing.TB
 	bin  binaries
 	feat features
+	opts clusterOptions
 
 	primaryHTTP, primaryGRPC string
 	standbyHTTP, standbyGRPC string
@@ -369,23 +370,26 @@ type cluster struct {
 }
 
 type clusterOptions struct {
-	noWebServers bool // benchmarks need no pages
+	noWebServers bool     // benchmarks need no pages
+	nodeEnv      []string // more settings for both nodes
 }
 
 func startCluster(t testing.TB, opts clusterOptions) *cluster {
 	t.Helper()
 	bin := needBinaries(t)
 	c := &cluster{
-		t: t, bin: bin, feat: detectFeatures(t, bin),
+		t: t, bin: bin, feat: detectFeatures(t, bin), opts: opts,
 		primaryHTTP: freeAddr(t), primaryGRPC: freeAddr(t),
 		standbyHTTP: freeAddr(t), standbyGRPC: freeAddr(t),
 		web1: freeAddr(t), web2: freeAddr(t),
 		nginxHTTP: freeAddr(t), nginxGRPC: freeAddr(t),
 	}
+	// Started together, as compose does: the primary waits for the
+	// standby's log (SWITCHBOARD_STANDBY_WAIT) and serves once it has it.
 	c.startPrimary()
-	c.waitHTTP(c.primaryHTTP+"/readyz", "primary ready")
 	c.standby = startProc(t, "standby", c.nodeEnv(c.standbyHTTP, c.standbyGRPC,
 		"SWITCHBOARD_PRIMARY_ADDR="+c.primaryGRPC), bin.switchboard)
+	c.waitHTTP(c.primaryHTTP+"/readyz", "primary ready")
 	c.waitHTTP(c.standbyHTTP+"/healthz", "standby alive")
 
 	prefix := nginxPrefix(t, map[string]string{
@@ -414,6 +418,7 @@ func startCluster(t testing.TB, opts clusterOptions) *cluster {
 }
 
 func (c *cluster) nodeEnv(httpAddr, grpcAddr string, extra ...string) []string {
+	extra = append(extra, c.opts.nodeEnv...)
 	return append(append(cleanEnv(),
 		"SWITCHBOARD_HTTP_ADDR="+httpAddr,
 		"SWITCHBOARD_GRPC_ADDR="+grpcAddr,
@@ -428,7 +433,7 @@ func (c *cluster) nodeEnv(httpAddr, grpcAddr string, extra ...string) []string {
 
 // startPrimary starts (or restarts, on the same ports) the primary.
 func (c *cluster) startPrimary() {
-	c.primary = startProc(c.t, "primary", c.nodeEnv(c.primaryHTTP, c.primaryGRPC), c.bin.switchboard)
+	c.primary = startProc(c.t, "primary", c.nodeEnv(c.primaryHTTP, c.primaryGRPC, "SWITCHBOARD_STANDBY_WAIT=3s"), c.bin.switchboard)
 }
 
 // waitHTTP polls http://url until it answers 200.
@@ -479,8 +484,8 @@ func count(cl *client.Client) int64 {
 	return n
 }
 
-// metricCount reads switchboard_connections from a node's /metrics: a
-// standby refuses GetOnlineCount while its primary serves, but still
+// metricCount reads switchboard_local_connections from a node's /metrics:
+// a standby refuses GetOnlineCount while its primary serves, but still
 // reports the browsers it holds there. -1 when it does not answer.
 func metricCount(httpAddr string) int64 {
 	hc := &http.Client{Timeout: time.Second}
@@ -493,10 +498,10 @@ func metricCount(httpAddr string) int64 {
 	if err != nil {
 		return -1
 	}
-	// Prometheus text format: "switchboard_connections 50", perhaps with
-	// labels, perhaps in float notation.
+	// Prometheus text format: "switchboard_local_connections 50", perhaps
+	// with labels, perhaps in float notation.
 	for _, line := range strings.Split(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "switchboard_connections")
+		rest, ok := strings.CutPrefix(line, "switchboard_local_connections")
 		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
 			continue
 		}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
@@ -103,6 +104,12 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 	// nginx's published HTTP port.
 	if got, want := env("standby")["SWITCHBOARD_PRIMARY_ADDR"], ngx["PRIMARY_GRPC"]; got != want {
 		t.Errorf("standby SWITCHBOARD_PRIMARY_ADDR = %q; want the primary's gRPC address %q", got, want)
+	}
+	if d, err := time.ParseDuration(env("primary")["SWITCHBOARD_STANDBY_WAIT"]); err != nil || d <= 0 {
+		t.Errorf("primary SWITCHBOARD_STANDBY_WAIT = %q; want a positive duration, so that a primary back from a crash takes the standby's log", env("primary")["SWITCHBOARD_STANDBY_WAIT"])
+	}
+	if _, ok := env("standby")["SWITCHBOARD_STANDBY_WAIT"]; ok {
+		t.Error("the standby sets SWITCHBOARD_STANDBY_WAIT: only a primary waits for a standby")
 	}
 	if _, ok := env("primary")["SWITCHBOARD_PRIMARY_ADDR"]; ok {
 		t.Error("the primary sets SWITCHBOARD_PRIMARY_ADDR: it would be a standby")

@@ -130,6 +130,7 @@ type messageRequest struct {
 
 type emitResponse struct {
 	ID         string `json:"id"`
+	Offset     uint64 `json:"offset"`
 	Recipients int64  `json:"recipients"`
 	Text       string `json:"text,omitempty"`
 	Author     string `json:"author,omitempty"`
@@ -159,7 +160,7 @@ func (s *Site) postMessage(w http.ResponseWriter, r *http.Request) {
 		s.switchboardError(w, "emit", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, emitResponse{ID: res.ID, Recipients: res.Recipients})
+	writeJSON(w, http.StatusOK, emitResponse{ID: res.ID, Offset: res.Offset, Recipients: res.Recipients})
 }
 
 // postQuote is the external trigger: the web server fetches a quotation
@@ -178,7 +179,7 @@ func (s *Site) postQuote(w http.ResponseWriter, r *http.Request) {
 		s.switchboardError(w, "emit", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, emitResponse{ID: res.ID, Recipients: res.Recipients, Text: q.Text, Author: q.Author})
+	writeJSON(w, http.StatusOK, emitResponse{ID: res.ID, Offset: res.Offset, Recipients: res.Recipients, Text: q.Text, Author: q.Author})
 }
 
 func (s *Site) online(w http.ResponseWriter, r *http.Request) {
