@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-rt/switchboard/internal/browsertest"
 	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/client"
+	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
 
@@ -149,16 +150,84 @@ func TestDemoInBrowser(t *testing.T) {
 	}
 	author, _ := q["author"].(string)
 	for i, tab := range tabs[:2] {
-		waitJS(t, tab, fmt.Sprintf("page %d", i), hasMessage(author))
+		waitJS(t, tab, fmt.Sprintf("page %d", i), quoteHas(author))
 	}
 	post(t, webs[0]+"/api/messages", map[string]string{"text": "after the quote"})
 	waitJS(t, c, "unsubscribed page", hasMessage("after the quote"))
-	quotes, err := chromedp.Run(c, chromedp.Evaluate[int](`document.querySelectorAll('li.quote').length`))
+	quote, err := chromedp.Run(c, chromedp.Evaluate[string](`document.querySelector('[data-testid=quote]').textContent`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if quotes != 0 {
-		t.Errorf("page without the quotes channel shows %d quotations; want 0", quotes)
+	if quote != "" {
+		t.Errorf("page without the quotes channel shows the quotation %q; want none", quote)
+	}
+
+	// A page opened after the quotation shows it at once, bottom left.
+	d, _ := browsertest.Tab(t, browser, webs[0])
+	waitJS(t, d, "page opened after the quote", quoteHas(author))
+	pos, err := chromedp.Run(d, chromedp.Evaluate[string](`(() => { const r = document.querySelector('[data-testid=quote]').getBoundingClientRect();
+		return (r.left < innerWidth / 2) + "," + (r.bottom > innerHeight / 2) + "," + getComputedStyle(document.querySelector('[data-testid=quote]')).position; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos != "true,true,fixed" {
+		t.Errorf("quotation box: left half, bottom half, position: got %s; want true,true,fixed (bottom left, in place)", pos)
+	}
+	if n, _ := chromedp.Run(d, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid=message]').length`)); n != 0 {
+		t.Errorf("page opened later shows %d messages; want none: only the current quotation is sent at once", n)
+	}
+}
+
+func quoteHas(text string) string {
+	return fmt.Sprintf(`document.querySelector('[data-testid=quote]').textContent.includes(%q)`, text)
+}
+
+// messageTexts is the list of messages on a page, oldest first.
+const messageTexts = `Array.from(document.querySelectorAll('[data-testid=message]')).map(e => e.textContent).reverse()`
+
+// TestPageKeepsEveryMessageAcrossAReconnect: the node closes the page's
+// connection (a hand-back) and messages are posted before it is back: the
+// page shows every one, once, in order, and no gap.
+func TestPageKeepsEveryMessageAcrossAReconnect(t *testing.T) {
+	n := nodetest.Start(t, server.Config{AllowedOrigins: []string{"127.0.0.1:*"}})
+	sb, err := client.Dial(n.GRPCAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	web := httptest.NewServer(site.New(site.Config{
+		Switchboard: sb,
+		PublicURLs:  func() []string { return []string{"ws://" + n.HTTPAddr() + "/ws"} },
+		Logger:      testLogger(t),
+	}))
+	defer web.Close()
+	tab, _ := browsertest.Tab(t, browsertest.Browser(t), web.URL)
+	waitJS(t, tab, "page", countIs(1))
+	post(t, web.URL+"/api/messages", map[string]string{"text": "first"})
+	waitJS(t, tab, "page", hasMessage("first"))
+
+	// Going away (1001) makes the page back off before it reconnects:
+	// the posts land while it is away.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Hub().Disconnect(ctx, hub.ReasonShutdown, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"second", "third", "fourth"} {
+		post(t, web.URL+"/api/messages", map[string]string{"text": text})
+	}
+	waitJS(t, tab, "page after the reconnect", hasMessage("fourth"))
+	post(t, web.URL+"/api/messages", map[string]string{"text": "fifth"})
+	waitJS(t, tab, "page", hasMessage("fifth"))
+	got, err := chromedp.Run(tab, chromedp.Evaluate[[]string](messageTexts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"first", "second", "third", "fourth", "fifth"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("messages on the page: got %q; want %q", got, want)
+	}
+	if gaps, _ := chromedp.Run(tab, chromedp.Evaluate[int](`document.querySelectorAll('[data-testid=gap]').length`)); gaps != 0 {
+		t.Errorf("gap notes: got %d; want none, nothing was missed", gaps)
 	}
 }
 
@@ -209,6 +278,11 @@ func TestPagesSurviveRestart(t *testing.T) {
 	nodetest.Start(t, cfg)
 	for i, tab := range []context.Context{a, b} {
 		waitJS(t, tab, fmt.Sprintf("page %d after the restart", i), countIs(2)+` && document.querySelector('[data-testid=state]').textContent === "open" && window.notReloaded === true`)
+	}
+	// A restarted node's log is a new one: the pages cannot know what
+	// they missed, and say so.
+	for i, tab := range []context.Context{a, b} {
+		waitJS(t, tab, fmt.Sprintf("page %d after the restart", i), `document.querySelectorAll('[data-testid=gap]').length === 1`)
 	}
 	res := post(t, web.URL+"/api/messages", map[string]string{"text": "after the restart"})
 	if got := res["recipients"]; got != float64(2) {

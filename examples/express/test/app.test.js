@@ -225,9 +225,13 @@ class Browser {
     }
   }
 
-  // nextMessage returns the next message frame, whatever its event.
-  nextMessage(timeoutMs) {
-    return this.next((f) => f.type === 'message', timeoutMs);
+  // nextMessage returns the next message frame, whatever its event,
+  // without its offset, which it checks: an integer that grows.
+  async nextMessage(timeoutMs) {
+    const { offset, ...frame } = await this.next((f) => f.type === 'message', timeoutMs);
+    assert.ok(Number.isInteger(offset) && offset > (this.lastOffset || 0), `offset ${offset} after ${this.lastOffset}`);
+    this.lastOffset = offset;
+    return frame;
   }
 
   async close() {
