@@ -54,8 +54,9 @@ compare: ## run the same load against Switchboard and the socket.io setup it rep
 bench: ## run the benchmarks properly
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-fuzz: ## fuzz the frame decoder for 30 s
+fuzz: ## fuzz the frame decoder and the /ws query parser for 30 s each
 	$(GO) test -run '^$$' -fuzz=FuzzDecode -fuzztime=30s ./pkg/frame/
+	$(GO) test -run '^$$' -fuzz=FuzzParseConnect -fuzztime=30s ./pkg/frame/
 
 smoke: build ## run the README's grpcurl examples against a real node
 	bash scripts/smoke.sh bin/switchboard

@@ -8,6 +8,10 @@
 #   RUNS=3 bench/compare.sh          # medians of three runs
 #   SCENARIOS="a b" bench/compare.sh # a subset
 #   TARGETS=switchboard bench/compare.sh
+#   TARGETS="switchboard switchboard-nohistory switchboard-pair" bench/compare.sh
+#       # the message log's cost: history off (SWITCHBOARD_HISTORY_SIZE=0),
+#       # and a primary whose standby follows its log (swbench drives the
+#       # primary; server CPU and RSS are the primary's)
 #   PIN=1 bench/compare.sh           # server on CPU 0, swbench on CPU 1 (taskset)
 #   SWITCHBOARD_BIN=/tmp/sb-old bench/compare.sh  # a prebuilt node, e.g. another commit's
 #
@@ -73,13 +77,13 @@ wait_up() { # url
   return 1
 }
 
-PID=""
+PID="" STANDBY_PID=""
 stop_server() {
-  if [ -n "$PID" ]; then
-    kill -TERM "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-    PID=""
-  fi
+  for p in $STANDBY_PID $PID; do
+    kill -TERM "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  PID="" STANDBY_PID=""
 }
 trap stop_server EXIT
 
@@ -89,15 +93,27 @@ start_server() {
   local http grpc
   http=$(free_port)
   case $1 in
-  switchboard)
+  switchboard | switchboard-nohistory | switchboard-pair)
     grpc=$(free_port)
+    local history=1000
+    [ "$1" = switchboard-nohistory ] && history=0
     SWITCHBOARD_HTTP_ADDR=127.0.0.1:$http SWITCHBOARD_GRPC_ADDR=127.0.0.1:$grpc \
       SWITCHBOARD_ALLOWED_ORIGINS='*' SWITCHBOARD_LOG_LEVEL=warn \
-      SWITCHBOARD_MAX_CONNS_PER_IP=0 \
+      SWITCHBOARD_MAX_CONNS_PER_IP=0 SWITCHBOARD_HISTORY_SIZE=$history \
       "${SERVER_CPU[@]}" "$OUT/switchboard" >"$2" 2>&1 &
     PID=$!
     ARGS=(-ws "ws://127.0.0.1:$http/ws" -grpc "127.0.0.1:$grpc")
     wait_up "http://127.0.0.1:$http/readyz"
+    if [ "$1" = switchboard-pair ]; then
+      SWITCHBOARD_HTTP_ADDR=127.0.0.1:$(free_port) SWITCHBOARD_GRPC_ADDR=127.0.0.1:$(free_port) \
+        SWITCHBOARD_PRIMARY_ADDR=127.0.0.1:$grpc SWITCHBOARD_LOG_LEVEL=warn \
+        "${SERVER_CPU[@]}" "$OUT/switchboard" >"$2.standby" 2>&1 &
+      STANDBY_PID=$!
+      for _ in $(seq 200); do
+        curl -fsS "http://127.0.0.1:$http/metrics" 2>/dev/null | grep -q '^switchboard_log_followed 1' && break
+        sleep 0.05
+      done
+    fi
     ;;
   socketio)
     PORT=$http "${SERVER_CPU[@]}" node bench/socketio/server.js >"$2" 2>&1 &
@@ -126,9 +142,11 @@ scenario_args() {
 
 failed=0
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+# Targets alternate run by run, so that a change in the machine's load
+# falls on all of them alike.
 for sc in $SCENARIOS; do
-  for target in $TARGETS; do
-    for run in $(seq "$RUNS"); do
+  for run in $(seq "$RUNS"); do
+    for target in $TARGETS; do
       name="$target-$sc-$run"
       start_server "$target" "$OUT/$name.server.log"
       # shellcheck disable=SC2046 # word splitting of the scenario's flags is intended

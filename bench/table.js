@@ -46,6 +46,8 @@ const emitRows = [
   ["latency p90 (ms) ↓", (r) => r.latency_us && r.latency_us.p90 / 1000, 2],
   ["latency p99 (ms) ↓", (r) => r.latency_us && r.latency_us.p99 / 1000, 2],
   ["latency max (ms) ↓", (r) => r.latency_us && r.latency_us.max / 1000, 2],
+  ["EmitMessage call p50 (ms) ↓", (r) => r.emit_call_us && r.emit_call_us.p50 / 1000, 2],
+  ["EmitMessage call p99 (ms) ↓", (r) => r.emit_call_us && r.emit_call_us.p99 / 1000, 2],
   ["server CPU per delivery (µs) ↓", (r) => r.cpu_per_delivery_us, 2],
   ["server CPU in emit phase (s) ↓", (r) => r.server_cpu_s, 2],
   ["server RSS at the end (MiB) ↓", (r) => r.server_rss_after_kb && r.server_rss_after_kb / 1024, 1],
@@ -85,17 +87,23 @@ function status(target, rs) {
   return "**FAILED**: " + bad.map((r) => r.failure || "no result").join("; ");
 }
 
-const lines = ["| metric | socket.io | Switchboard | Switchboard ÷ socket.io |", "| --- | ---: | ---: | ---: |"];
+// One column per target, in TARGETS order, then each later target's
+// ratio to the first.
+const names = { socketio: "socket.io", switchboard: "Switchboard", "switchboard-nohistory": "Switchboard, history off", "switchboard-pair": "Switchboard, standby following" };
+const name = (t) => names[t] || t;
+const [first, ...rest] = targets;
+const lines = [
+  `| metric | ${targets.map(name).join(" | ")} | ${rest.map((t) => `${name(t)} ÷ ${name(first)}`).join(" | ")} |`,
+  `| --- |${" ---: |".repeat(targets.length + rest.length)}`,
+];
 for (const sc of scenarios) {
   if (!rows[sc]) continue;
-  const sio = load("socketio", sc);
-  const sb = load("switchboard", sc);
-  lines.push(`| **${titles[sc]}** | ${status("socketio", sio)} | ${status("switchboard", sb)} | |`);
+  const results = targets.map((t) => load(t, sc));
+  lines.push(`| **${titles[sc]}** | ${targets.map((t, i) => status(t, results[i])).join(" | ")} |${" |".repeat(rest.length)}`);
   for (const [label, get, d] of rows[sc]) {
-    const a = median(sio.map((r) => (r.target ? get(r) : null)));
-    const b = median(sb.map((r) => (r.target ? get(r) : null)));
-    const ratio = a && b !== null ? fmt(b / a, 2) : "n/a";
-    lines.push(`| ${label} | ${fmt(a, d)} | ${fmt(b, d)} | ${ratio} |`);
+    const vals = results.map((rs) => median(rs.map((r) => (r.target ? get(r) : null))));
+    const ratios = vals.slice(1).map((v) => (vals[0] && v !== null ? fmt(v / vals[0], 2) : "n/a"));
+    lines.push(`| ${label} | ${vals.map((v) => fmt(v, d)).join(" | ")} | ${ratios.join(" | ")} |`);
   }
 }
 console.log(lines.join("\n"));

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 )
@@ -45,8 +46,11 @@ type Result struct {
 	MinRecipients   int64  `json:"min_recipients"`
 	FirstDisconnect string `json:"first_disconnect,omitempty"`
 
-	LatencyUS        Latency `json:"latency_us"`
-	NegativeLatency  int64   `json:"negative_latency"`
+	LatencyUS       Latency `json:"latency_us"`
+	NegativeLatency int64   `json:"negative_latency"`
+	// EmitCallUS is how long the publish calls took, from their start
+	// until the server acknowledged them.
+	EmitCallUS       Latency `json:"emit_call_us"`
 	PublishSeconds   float64 `json:"publish_s"`
 	EmitsPerSec      float64 `json:"emits_per_s"`
 	DeliverSeconds   float64 `json:"deliver_s"`
@@ -162,6 +166,17 @@ func tally(r *Result, conns []*conn, emits int, st *emitStats) {
 		r.LatencyUS = Latency{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: all[len(all)-1]}
 	}
 	if st != nil {
+		var calls []int32
+		for i := range emits {
+			if st.start[i] != 0 && st.end[i] >= st.start[i] {
+				calls = append(calls, int32(min((st.end[i]-st.start[i])/1000, math.MaxInt32)))
+			}
+		}
+		if len(calls) > 0 {
+			slices.Sort(calls)
+			at := func(q float64) int32 { return calls[min(len(calls)-1, int(q*float64(len(calls))))] }
+			r.EmitCallUS = Latency{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: calls[len(calls)-1]}
+		}
 		if r.PublishSeconds > 0 {
 			r.EmitsPerSec = float64(emits) / r.PublishSeconds
 		}
@@ -233,6 +248,7 @@ func (r Result) print(w io.Writer) {
 			r.Delivered, r.Expected, r.Lost, r.Duplicates, r.OutOfOrder, r.OrderMismatch, r.Disconnected, r.EmitErrors)
 		fmt.Fprintf(w, "  latency           p50 %s  p90 %s  p99 %s  max %s\n", us(r.LatencyUS.P50), us(r.LatencyUS.P90), us(r.LatencyUS.P99), us(r.LatencyUS.Max))
 		fmt.Fprintf(w, "  publish           %.3fs (%.0f emits/s, min recipients %d)\n", r.PublishSeconds, r.EmitsPerSec, r.MinRecipients)
+		fmt.Fprintf(w, "  emit call         p50 %s  p90 %s  p99 %s  max %s\n", us(r.EmitCallUS.P50), us(r.EmitCallUS.P90), us(r.EmitCallUS.P99), us(r.EmitCallUS.Max))
 		fmt.Fprintf(w, "  deliveries/s      %.0f (%d in %.3fs, first publish to last delivery)\n", r.DeliveriesPerSec, r.Expected, r.DeliverSeconds)
 	}
 	fmt.Fprintf(w, "  server RSS        before %s, connected %s, after %s; %s per connection\n",
