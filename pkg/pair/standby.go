@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pairv1 "github.com/switchboard-rt/switchboard/gen/switchboard/pair/v1"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
@@ -69,15 +71,24 @@ func (l *Link) Following() bool { return l.following.Load() }
 // Run follows the primary until ctx ends.
 func (l *Link) Run(ctx context.Context) {
 	delay := linkMinDelay
+	warned := codes.OK
 	for ctx.Err() == nil {
 		followed, err := l.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if followed {
-			delay = linkMinDelay
+			delay, warned = linkMinDelay, codes.OK
 		}
-		if err != nil && !errors.Is(err, context.Canceled) {
+		switch code := status.Code(err); {
+		case err == nil || errors.Is(err, context.Canceled) || errors.Is(err, errActive):
+		case refusal(code):
+			// A setting to fix, not a moment's trouble: say so once.
+			if code != warned {
+				l.cfg.Logger.Warn("standby: the primary refuses to share its message log; the pair needs the same SWITCHBOARD_API_TOKEN (and versions that both have it)", "err", err)
+				warned = code
+			}
+		default:
 			l.cfg.Logger.Debug("standby: log session ended", "err", err)
 		}
 		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
@@ -89,6 +100,16 @@ func (l *Link) Run(ctx context.Context) {
 		}
 		delay = min(2*delay, linkMaxDelay)
 	}
+}
+
+// refusal reports whether code is a primary's refusal that retrying will
+// not mend.
+func refusal(code codes.Code) bool {
+	switch code {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented, codes.InvalidArgument:
+		return true
+	}
+	return false
 }
 
 // Restart ends the session in progress, if any; once it returns, that

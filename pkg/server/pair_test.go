@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,4 +161,40 @@ func TestSyncingPrimaryRefusesWork(t *testing.T) {
 	if _, resp, err := dialBrowser(dctx, hc, n.ws, nil); resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("upgrade while syncing: got %v, %v; want 503", resp, err)
 	}
+}
+
+// TestPairSharesTheToken: the log is behind the API token, which the
+// standby sends; a standby with another token cannot follow, and says so.
+func TestPairSharesTheToken(t *testing.T) {
+	t.Parallel()
+	primaryAddr := freeAddr(t)
+	primary := startNode(t, Config{GRPCAddr: primaryAddr, APIToken: "pair-secret"})
+	var logs strings.Builder
+	var mu sync.Mutex
+	wrong := runNode(t, newNode(t, Config{PrimaryAddr: primaryAddr, APIToken: "another-secret",
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelWarn}))}), plainClients)
+	eventually(t, waitTimeout, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), "the primary refuses to share its message log"), "no warning logged: " + logs.String()
+	})
+	if wrong.srv.standby.link.Following() || primary.srv.hub.Following() {
+		t.Error("a standby with another token follows the primary's log")
+	}
+	wrong.stop(t)
+
+	right := startNode(t, Config{PrimaryAddr: primaryAddr, APIToken: "pair-secret"})
+	waitFollowing(t, primary, right)
+}
+
+// lockedWriter serializes writes to a strings.Builder.
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
 }
