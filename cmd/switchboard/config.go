@@ -130,12 +130,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 		}
 		return nil
 	})
-	if o := get("allowed-origins"); o != "" {
-		for _, p := range strings.Split(o, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				cfg.AllowedOrigins = append(cfg.AllowedOrigins, p)
-			}
-		}
+	parse("allowed-origins", parseOrigins(&cfg.AllowedOrigins))
+	if vals["api-token"].s != "" && cfg.APIToken == "" {
+		o := optionByFlag("api-token")
+		errs = append(errs, fmt.Errorf("invalid --%s / %s: only spaces; set a token, or unset it to run without one", o.flag, o.env))
 	}
 	if len(errs) > 0 {
 		return server.Config{}, nil, errors.Join(errs...)
