@@ -7,6 +7,9 @@
 // SIGHUP re-reads the TLS certificates, which are also re-read when their
 // files change.
 //
+// "switchboard version" (or --version) prints the module version and the
+// VCS revision it was built from.
+//
 // "switchboard healthcheck" probes a running node over HTTP and exits 0
 // when it answers; container health checks use it, as the image has no
 // shell tools.
@@ -27,6 +30,10 @@ import (
 )
 
 func main() {
+	if isVersion(os.Args[1:]) {
+		printVersion(os.Stdout)
+		return
+	}
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr, os.Environ()...))
 }
 
