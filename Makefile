@@ -9,11 +9,18 @@ export PATH := $(GOBIN):$(PATH)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-demo: ## run Switchboard and two example web servers on localhost; prints their URLs
-	$(GO) run ./examples/demo
+# demo and run build, then exec the program in place of the recipe's
+# shell, so that Ctrl-C reaches it alone and a clean exit is make's.
+DEMO_BIN   ?= bin/demo
+DEMO_FLAGS ?=
 
-run: ## run one node with in-memory defaults (HTTP :8080, gRPC 127.0.0.1:9090)
-	$(GO) run ./cmd/switchboard
+demo: ## run Switchboard and two example web servers on localhost; prints their URLs
+	$(GO) build -o $(DEMO_BIN) ./examples/demo
+	exec $(DEMO_BIN) $(DEMO_FLAGS)
+
+run: build ## run one node with in-memory defaults (HTTP :8080, gRPC 127.0.0.1:9090)
+	exec bin/switchboard
+
 
 build: ## build bin/switchboard
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/switchboard ./cmd/switchboard
