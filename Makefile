@@ -21,17 +21,22 @@ demo: ## run Switchboard and two example web servers on localhost; prints their 
 run: build ## run one node with in-memory defaults (HTTP :8080, gRPC 127.0.0.1:9090)
 	exec bin/switchboard
 
-
 build: ## build bin/switchboard
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/switchboard ./cmd/switchboard
 
 test: test-go test-express ## run every test: Go (race detector on, benchmarks once) and the express example
 
-test-go: ## run the Go tests with the race detector (browser tests need chromium), and the benchmarks once
+# The test targets install Chromium, nginx and Node.js when missing (root
+# on Debian) or say what to run, and no test may skip for want of them.
+test-go test-express: export SWITCHBOARD_REQUIRE_TEST_TOOLS = 1
+
+test-go: ## run the Go tests with the race detector (Chromium, nginx and Node.js included), and the benchmarks once
+	bash scripts/test-deps.sh chromium nginx node
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
 
 test-express: ## run the express example's tests against a real node
+	bash scripts/test-deps.sh node
 	cd examples/express && npm ci --no-audit --no-fund && npm test
 
 test-short: ## run the tests without the race detector
