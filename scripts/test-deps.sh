@@ -2,7 +2,8 @@
 # Makes sure the programs the tests need besides Go are installed:
 #   chromium  the browser tests (headless Chromium)
 #   nginx     the fail-over tests
-#   node      the express example, the Node client and the socket.io baseline
+#   node      the express example, the Node client (with openssl for its TLS
+#             certificates) and the socket.io baseline
 # Usage: scripts/test-deps.sh [chromium] [nginx] [node]   (default: all)
 #
 # A missing one is installed with apt-get when running as root on Debian,
@@ -26,14 +27,16 @@ missing() { # what: the Debian packages it needs, if it is missing
       if [ -n "${CHROME_BIN:-}" ] || found chromium || found chromium-browser || found google-chrome || found headless-shell; then return; fi
       echo chromium ;;
     nginx) found nginx || echo nginx ;;
-    node) { found node && found npm; } || echo "nodejs npm" ;;
+    node)
+      { found node && found npm; } || echo "nodejs npm"
+      found openssl || echo openssl ;;
   esac
 }
 
 pkgs=()
 for what in "$@"; do
-  read -ra p <<<"$(missing "$what")"
-  pkgs+=("${p[@]}")
+  # shellcheck disable=SC2207 # a list of package names, split on white space
+  pkgs+=($(missing "$what"))
 done
 [ ${#pkgs[@]} -gt 0 ] || exit 0
 
