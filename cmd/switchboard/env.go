@@ -7,13 +7,11 @@ import (
 
 // otherPrograms lists the SWITCHBOARD_ variables that the project's other
 // programs read, so that a node sharing their environment does not warn
-// about them: the example web servers and the Node client
-// (SWITCHBOARD_ADDR, SWITCHBOARD_PUBLIC_URLS, SWITCHBOARD_PROTO), and the
-// tests and benchmarks.
+// about them: the example web servers (SWITCHBOARD_ADDR,
+// SWITCHBOARD_PUBLIC_URLS), and the tests and benchmarks.
 var otherPrograms = []string{
 	"SWITCHBOARD_ADDR",
 	"SWITCHBOARD_PUBLIC_URLS",
-	"SWITCHBOARD_PROTO",
 	"SWITCHBOARD_BIN",
 	"SWITCHBOARD_FAILOVER_N",
 	"SWITCHBOARD_SOAK",

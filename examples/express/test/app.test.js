@@ -254,7 +254,7 @@ describe('express example against a real Switchboard', () => {
     sb = await startSwitchboard({ SWITCHBOARD_ALLOWED_ORIGINS: browserOrigin });
     // The app reads process.env: SWITCHBOARD_ADDR once, the public URLs and
     // QUOTES_URL on every request.
-    for (const k of ['SWITCHBOARD_API_TOKEN', 'SWITCHBOARD_PROTO', 'QUOTES_URL']) delete process.env[k];
+    for (const k of ['SWITCHBOARD_API_TOKEN', 'QUOTES_URL']) delete process.env[k];
     process.env.SWITCHBOARD_ADDR = sb.grpc;
     process.env.SWITCHBOARD_PUBLIC_URLS = `ws://${sb.http}/ws`;
     web = await listen(createApp(), webPort);
@@ -352,10 +352,10 @@ describe('express example against a real Switchboard', () => {
 
   it('retries an emit with one idempotency key: a repeat is not a second delivery', async () => {
     const browser = await Browser.open(sb.http);
-    const first = await appClient().emit('Test', 'once', '', { key: 'express-test-key-1' });
+    const first = await appClient().emit('Test', 'once', { key: 'express-test-key-1' });
     assert.equal(first.id, 'express-test-key-1');
     assert.equal(first.duplicate, false);
-    const again = await appClient().emit('Test', 'once', '', { key: 'express-test-key-1' });
+    const again = await appClient().emit('Test', 'once', { key: 'express-test-key-1' });
     assert.deepEqual(again, { ...first, duplicate: true });
     await appClient().emit('Test', 'marker');
     assert.equal((await browser.nextMessage()).data, 'once');
