@@ -35,8 +35,8 @@ test-go: ## run the Go tests with the race detector (Chromium, nginx and Node.js
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
 
-test-express: ## run the express example's tests against a real node
-	bash scripts/test-deps.sh node
+test-express: ## run the express example's tests against a real node (its page in headless Chromium)
+	bash scripts/test-deps.sh chromium node
 	cd examples/express && npm ci --no-audit --no-fund && npm test
 
 test-node: ## run the Node client's tests (clients/node) against a real node

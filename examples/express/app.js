@@ -95,13 +95,14 @@ function renderPage(urls) {
   body { font: 16px/1.4 system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }
   [data-testid=state] { font-size: .8rem; padding: .1rem .4rem; border-radius: .3rem; background: #fde68a; }
   [data-testid=state].open { background: #bbf7d0; }
+  [data-testid=online-count].stale { opacity: .35; }
   ul { padding: 0; list-style: none; }
   li { border-bottom: 1px solid #ddd; padding: .4rem 0; }
   #error { color: #b91c1c; }
 </style>
 </head>
 <body>
-<h1>Online now: <span data-testid="online-count">…</span></h1>
+<h1>Online now: <span data-testid="online-count" class="stale">…</span></h1>
 <p>Connection: <span data-testid="state">connecting</span></p>
 <form id="send">
   <input name="text" maxlength="${MAX_TEXT}" required placeholder="A message for every open page" autocomplete="off">
@@ -132,7 +133,11 @@ function renderPage(urls) {
     errorEl.textContent = "Could not load the Switchboard client from " + config.urls[0] + ".";
   } else {
     var sb = Switchboard.connect(config.urls);
-    sb.onState(function (s) { stateEl.textContent = s; stateEl.className = s; });
+    sb.onState(function (s) {
+      stateEl.textContent = s;
+      stateEl.className = s;
+      countEl.classList.toggle("stale", s !== "open"); // a count from before the connection dropped
+    });
     sb.onCount(function (n) { countEl.textContent = n; });
     sb.on("ShowMessage", function (data) { show(data && data.text); });
     sb.on("Quote", function (data, msg) {

@@ -15,6 +15,7 @@ const vm = require('node:vm');
 const WebSocket = require('ws');
 
 const { createApp } = require('../app');
+const { Chromium, chromiumBin } = require('./chromium');
 
 const REPO_ROOT = path.resolve(__dirname, '../../..');
 const SERVER_JS = path.resolve(__dirname, '../server.js');
@@ -497,6 +498,38 @@ describe('express example against a real Switchboard', () => {
     const took = Date.now() - start;
     assert.equal(res.status, 503, JSON.stringify(res.body));
     assert.ok(took < 6000, `took ${took} ms`);
+  });
+
+  it('shows the count in Chromium, dimmed while the page reconnects', async (t) => {
+    const bin = chromiumBin();
+    if (!bin) {
+      const why = 'no Chromium found: install chromium (apt-get install chromium) or set CHROME_BIN';
+      if (process.env.SWITCHBOARD_REQUIRE_TEST_TOOLS || process.env.CI) assert.fail(`${why} (tests may not skip here)`);
+      t.skip(why);
+      return;
+    }
+    // A node and an app of their own: the test stops this node.
+    const port = await freePort();
+    const origin = `http://127.0.0.1:${port}`;
+    const node = await startSwitchboard({ SWITCHBOARD_ALLOWED_ORIGINS: origin });
+    cleanups.push(() => stopChild(node.proc));
+    const page = await listen(createApp({ env: { SWITCHBOARD_ADDR: node.grpc, SWITCHBOARD_PUBLIC_URLS: `ws://${node.http}/ws` } }), port);
+    const chromium = await Chromium.launch(bin);
+    cleanups.push(() => chromium.close());
+    const tab = await chromium.open(page);
+    const count = 'document.querySelector("[data-testid=online-count]")';
+    const state = 'document.querySelector("[data-testid=state]").textContent';
+    const opacity = `Number(getComputedStyle(${count}).opacity)`;
+
+    await tab.waitFor('connected', `${state} === "open" && ${count}.textContent === "1" && ${opacity} === 1`);
+    await stopChild(node.proc, 'SIGKILL');
+    await tab.waitFor('reconnecting, count dimmed', `${state} === "reconnecting" && ${count}.textContent === "1" && ${opacity} < 0.5`);
+    const back = startChild(switchboardBin, [], cleanEnv({
+      SWITCHBOARD_HTTP_ADDR: node.http, SWITCHBOARD_GRPC_ADDR: node.grpc, SWITCHBOARD_ALLOWED_ORIGINS: origin, SWITCHBOARD_LOG_LEVEL: 'warn',
+    }));
+    cleanups.push(() => stopChild(back));
+    await waitHTTP(`http://${node.http}/readyz`, back);
+    await tab.waitFor('back, count at full strength', `${state} === "open" && ${count}.textContent === "1" && ${opacity} === 1`, 20000);
   });
 
   it('answers 503, not a hang, once Switchboard is killed, and recovers', async () => {
