@@ -36,11 +36,11 @@ func TestDetach(t *testing.T) {
 		t.Errorf("Stats().Subscriptions: got %d; want 0", got)
 	}
 	ctx := context.Background()
-	if _, n, err := h.Emit(ctx, Message{Event: "e", Channel: "c", Data: []byte(`1`)}); err != nil || n != 0 {
-		t.Errorf("Emit to c: got %d recipients, %v; want 0, nil", n, err)
+	if res, err := h.EmitOnce(ctx, "", Message{Event: "e", Channel: "c", Data: []byte(`1`)}); err != nil || res.Recipients != 0 {
+		t.Errorf("Emit to c: got %d recipients, %v; want 0, nil", res.Recipients, err)
 	}
-	if _, n, err := h.Emit(ctx, Message{Event: "e", Data: []byte(`1`)}); err != nil || n != 1 {
-		t.Errorf("Emit to all: got %d recipients, %v; want 1, nil", n, err)
+	if res, err := h.EmitOnce(ctx, "", Message{Event: "e", Data: []byte(`1`)}); err != nil || res.Recipients != 1 {
+		t.Errorf("Emit to all: got %d recipients, %v; want 1, nil", res.Recipients, err)
 	}
 	if err := c.Subscribe("d"); err == nil {
 		t.Errorf("Subscribe after Detach: got nil; want an error")

@@ -220,11 +220,11 @@ func TestClosingConnectionLeavesAtOnce(t *testing.T) {
 				t.Errorf("Count(c): got %d; want 0", got)
 			}
 			ctx := context.Background()
-			if _, n, err := e.hub.Emit(ctx, hub.Message{Event: "e", Channel: "c", Data: []byte(`1`)}); err != nil || n != 0 {
-				t.Errorf("Emit to c: got %d recipients, %v; want 0, nil", n, err)
+			if res, err := e.hub.EmitOnce(ctx, "", hub.Message{Event: "e", Channel: "c", Data: []byte(`1`)}); err != nil || res.Recipients != 0 {
+				t.Errorf("Emit to c: got %d recipients, %v; want 0, nil", res.Recipients, err)
 			}
-			if _, n, err := e.hub.Emit(ctx, hub.Message{Event: "e", Data: []byte(`1`)}); err != nil || n != 0 {
-				t.Errorf("Emit to all: got %d recipients, %v; want 0, nil", n, err)
+			if res, err := e.hub.EmitOnce(ctx, "", hub.Message{Event: "e", Data: []byte(`1`)}); err != nil || res.Recipients != 0 {
+				t.Errorf("Emit to all: got %d recipients, %v; want 0, nil", res.Recipients, err)
 			}
 		})
 	}
@@ -259,11 +259,11 @@ func TestSlowConnectionLeavesAtOnce(t *testing.T) {
 	})
 	data := []byte(`"` + strings.Repeat("x", 60<<10) + `"`)
 	for i := 0; ; i++ {
-		_, n, err := e.hub.Emit(context.Background(), hub.Message{Event: "e", Channel: "c", Data: data})
+		res, err := e.hub.EmitOnce(context.Background(), "", hub.Message{Event: "e", Channel: "c", Data: data})
 		if err != nil {
 			t.Fatalf("Emit: %v", err)
 		}
-		if n == 0 {
+		if res.Recipients == 0 {
 			t.Logf("dropped as slow at emit %d", i)
 			break
 		}

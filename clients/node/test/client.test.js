@@ -75,8 +75,8 @@ describe('switchboard-client against a real node', () => {
     assert.equal(res.duplicate, false);
     assert.match(res.id, /^[A-Za-z0-9_-]{22}$/, 'a random 128-bit key is the id');
     for (const browser of [a, b]) {
-      assert.deepEqual(await browser.next((f) => f.type === 'message'),
-        { type: 'message', id: res.id, event: 'ShowMessage', channel: '', data: { text: 'hi' } });
+      const { type, id, event, channel, data } = await browser.next((f) => f.type === 'message');
+      assert.deepEqual({ type, id, event, channel, data }, { type: 'message', id: res.id, event: 'ShowMessage', channel: '', data: { text: 'hi' } });
     }
     await Promise.all([a.close(), b.close()]);
     await h.eventually('count back to 0', async () => (await sb.count()) === 0);
