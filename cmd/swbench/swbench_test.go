@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/switchboard-rt/switchboard/internal/nodetest"
+	"github.com/switchboard-rt/switchboard/internal/testenv"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
 
@@ -222,18 +223,15 @@ func TestParseInt(t *testing.T) {
 }
 
 // TestRunSocketIO measures the real socket.io reference app in
-// bench/socketio. It needs node and npm: without them it is skipped, unless
-// CI is set, where it fails.
+// bench/socketio. It needs node and npm: without them it is skipped,
+// except where tests must not skip (see internal/testenv).
 func TestRunSocketIO(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts node")
 	}
 	node, err := exec.LookPath("node")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("node is not on PATH, and CI must run this test: %v", err)
-		}
-		t.Skip("node is not on PATH")
+		testenv.Missing(t, "node is not on PATH: install Node.js (apt-get install nodejs npm)")
 	}
 	t.Parallel()
 	dir, err := filepath.Abs("../../bench/socketio")

@@ -23,7 +23,7 @@ type option struct {
 func (o option) boolean() bool { return o.def == "false" || o.def == "true" }
 
 var options = []option{
-	{"http-addr", "SWITCHBOARD_HTTP_ADDR", ":8080", "HTTP listener: /ws, /healthz, /readyz, /metrics"},
+	{"http-addr", "SWITCHBOARD_HTTP_ADDR", ":8080", "HTTP listener: /ws, /client.js, /healthz, /readyz, /metrics"},
 	{"grpc-addr", "SWITCHBOARD_GRPC_ADDR", "", "gRPC listener (default :9090 with a token, 127.0.0.1:9090 without)"},
 	{"api-token", "SWITCHBOARD_API_TOKEN", "", "bearer token every gRPC caller must present (health and reflection excepted)"},
 	{"insecure", "SWITCHBOARD_INSECURE", "false", "allow a non-loopback gRPC address without a token"},
@@ -59,13 +59,25 @@ var options = []option{
 	{"log-level", "SWITCHBOARD_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
 }
 
+// usageHead opens the help that -h prints, above the options.
+const usageHead = `Usage: switchboard [flags]
+       switchboard healthcheck [--ready] [--http-addr addr]
+       switchboard version
+
+A Switchboard node. Browsers load the library from /client.js and connect
+to /ws on --http-addr; web servers call the gRPC API on --grpc-addr.
+
+Every flag can also be set by its environment variable; flags win.
+
+`
+
 // parseConfig reads flags over environment variables over defaults. Every
 // invalid value is reported, each naming its flag and variable.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (server.Config, *slog.Logger, error) {
 	fs := flag.NewFlagSet("switchboard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: switchboard [flags]\n\nEvery flag can also be set by its environment variable; flags win.\n\n")
+		fmt.Fprint(stderr, usageHead)
 		for _, o := range options {
 			fmt.Fprintf(stderr, "  --%s (%s, default %q)\n      %s\n", o.flag, o.env, o.def, o.usage)
 		}
@@ -153,12 +165,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 		}
 		return nil
 	})
-	if o := get("allowed-origins"); o != "" {
-		for _, p := range strings.Split(o, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				cfg.AllowedOrigins = append(cfg.AllowedOrigins, p)
-			}
-		}
+	parse("allowed-origins", parseOrigins(&cfg.AllowedOrigins))
+	if vals["api-token"].s != "" && cfg.APIToken == "" {
+		o := optionByFlag("api-token")
+		errs = append(errs, fmt.Errorf("invalid --%s / %s: only spaces; set a token, or unset it to run without one", o.flag, o.env))
 	}
 	if len(errs) > 0 {
 		return server.Config{}, nil, errors.Join(errs...)

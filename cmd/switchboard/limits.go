@@ -2,11 +2,13 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
 
@@ -25,6 +27,9 @@ func parseLimits(cfg *server.Config, parse func(name string, fn func(string) err
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n <= 0 {
 			return errors.New("want a positive number of bytes")
+		}
+		if minimum := int64(len(largestSubscribe())); n < minimum {
+			return fmt.Errorf("want at least %d bytes, the size of a subscribe frame to the longest channel", minimum)
 		}
 		l.MaxFrameBytes = n
 		return nil
@@ -51,6 +56,18 @@ func parseLimits(cfg *server.Config, parse func(name string, fn func(string) err
 		return nil
 	})
 	parse("handshake-timeout", positiveDuration(&l.HandshakeTimeout))
+}
+
+// largestSubscribe returns the largest subscribe frame a browser library
+// sends: the longest channel, every byte of it one that JSON escapes
+// (JSON.stringify and frame.AppendString alike), and room for a "last"
+// field of three digits.
+func largestSubscribe() []byte {
+	b := []byte(`{"type":`)
+	b = frame.AppendString(b, frame.OpSubscribe.String())
+	b = append(b, `,"channel":`...)
+	b = frame.AppendString(b, strings.Repeat(`"`, frame.MaxChannelLen))
+	return append(b, `,"last":100}`...)
 }
 
 // limitCount parses a count where 0 means no limit, stored as -1 since

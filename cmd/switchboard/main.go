@@ -7,6 +7,9 @@
 // SIGHUP re-reads the TLS certificates, which are also re-read when their
 // files change.
 //
+// "switchboard version" (or --version) prints the module version and the
+// VCS revision it was built from.
+//
 // "switchboard healthcheck" probes a running node over HTTP and exits 0
 // when it answers; container health checks use it, as the image has no
 // shell tools.
@@ -27,12 +30,18 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	if isVersion(os.Args[1:]) {
+		printVersion(os.Stdout)
+		return
+	}
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr, os.Environ()...))
 }
 
 // run is main with its inputs made explicit; it returns the exit code: 0
 // after a clean shutdown, 1 when the node fails, 2 for a bad configuration.
-func run(args []string, getenv func(string) string, stderr io.Writer) int {
+// environ, the process's KEY=value entries, is only read for SWITCHBOARD_
+// variables that no option reads, which are logged as warnings.
+func run(args []string, getenv func(string) string, stderr io.Writer, environ ...string) int {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(args[1:], getenv, stderr)
 	}
@@ -54,6 +63,9 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "switchboard: %v\n", err)
 		return 2
+	}
+	for _, u := range unknownEnv(environ) {
+		logger.Warn("ignoring an unknown environment variable", "var", u.name, "did_you_mean", u.nearest)
 	}
 	srv, err := server.New(cfg)
 	if err != nil {

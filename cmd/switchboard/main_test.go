@@ -84,6 +84,39 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("version", func(t *testing.T) {
+		t.Parallel()
+		// What the toolchain stamped, as go version -m reads it back.
+		meta, err := exec.Command("go", "version", "-m", bin).Output()
+		if err != nil {
+			t.Fatalf("go version -m: %v", err)
+		}
+		var want []string
+		for _, line := range strings.Split(string(meta), "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) >= 3 && f[0] == "mod":
+				want = append(want, "switchboard "+f[2]+" ")
+			case len(f) >= 2 && f[0] == "build" && strings.HasPrefix(f[1], "vcs.revision="):
+				want = append(want, " revision "+strings.TrimPrefix(f[1], "vcs.revision=")+" ")
+			}
+		}
+		for _, args := range [][]string{{"version"}, {"--version"}} {
+			out, err := exec.Command(bin, args...).Output()
+			if err != nil {
+				t.Fatalf("%s %s: %v", bin, args[0], err)
+			}
+			for _, w := range want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("%s: got %q; want it to contain %q (go version -m:\n%s)", args[0], out, w, meta)
+				}
+			}
+			if !strings.HasPrefix(string(out), "switchboard ") || !strings.HasSuffix(string(out), "\n") || len(want) == 0 {
+				t.Errorf("%s: got %q; want one line starting with the module version", args[0], out)
+			}
+		}
+	})
+
 	t.Run("refuses an open gRPC address without a token", func(t *testing.T) {
 		t.Parallel()
 		p := start(t, bin, "SWITCHBOARD_HTTP_ADDR=127.0.0.1:0", "SWITCHBOARD_GRPC_ADDR=0.0.0.0:0")

@@ -244,6 +244,14 @@ func freeAddr(t *testing.T) string {
 
 // TestPagesSurviveRestart stops and restarts Switchboard under open pages:
 // they show "reconnecting", then the right count again, with no reload.
+// countDimmed and countBright check that a page shows its count dimmed
+// while it is not connected, as it may be stale, and at full strength
+// once connected.
+const (
+	countDimmed = ` && getComputedStyle(document.querySelector('[data-testid=online-count]')).opacity < 0.5`
+	countBright = ` && getComputedStyle(document.querySelector('[data-testid=online-count]')).opacity === "1"`
+)
+
 func TestPagesSurviveRestart(t *testing.T) {
 	// The node stops and starts again on the same addresses.
 	cfg := server.Config{HTTPAddr: freeAddr(t), GRPCAddr: freeAddr(t), AllowedOrigins: []string{"127.0.0.1:*"}}
@@ -265,7 +273,7 @@ func TestPagesSurviveRestart(t *testing.T) {
 	a, _ := browsertest.Tab(t, browser, web.URL)
 	b, _ := browsertest.Tab(t, browser, web.URL)
 	for i, tab := range []context.Context{a, b} {
-		waitJS(t, tab, fmt.Sprintf("page %d", i), countIs(2))
+		waitJS(t, tab, fmt.Sprintf("page %d", i), countIs(2)+countBright)
 		if _, err := chromedp.Run(tab, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
 			t.Fatal(err)
 		}
@@ -273,11 +281,11 @@ func TestPagesSurviveRestart(t *testing.T) {
 
 	n.Stop()
 	for i, tab := range []context.Context{a, b} {
-		waitJS(t, tab, fmt.Sprintf("page %d while the node is down", i), `document.querySelector('[data-testid=state]').textContent === "reconnecting"`)
+		waitJS(t, tab, fmt.Sprintf("page %d while the node is down", i), `document.querySelector('[data-testid=state]').textContent === "reconnecting"`+countDimmed)
 	}
 	nodetest.Start(t, cfg)
 	for i, tab := range []context.Context{a, b} {
-		waitJS(t, tab, fmt.Sprintf("page %d after the restart", i), countIs(2)+` && document.querySelector('[data-testid=state]').textContent === "open" && window.notReloaded === true`)
+		waitJS(t, tab, fmt.Sprintf("page %d after the restart", i), countIs(2)+` && document.querySelector('[data-testid=state]').textContent === "open" && window.notReloaded === true`+countBright)
 	}
 	// A restarted node's log is a new one: the pages cannot know what
 	// they missed, and say so.

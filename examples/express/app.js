@@ -4,17 +4,46 @@
 // browsers connect to Switchboard and this server calls Switchboard's gRPC API.
 
 const express = require('express');
-const { createClient, DEFAULT_PROTO } = require('./switchboard');
+const { connect, status } = require('switchboard-client');
 const QUOTES = require('./quotes');
 
 const MAX_TEXT = 2000; // characters
 const QUOTE_TIMEOUT_MS = 3000;
 const DEFAULT_PUBLIC_URLS = 'ws://localhost:8080/ws';
+// Each Switchboard call's deadline: an emit retries UNAVAILABLE (a
+// fail-over in progress) within it, with one idempotency key, so it is
+// delivered once however many attempts it takes.
+const SWITCHBOARD_DEADLINE_MS = 2000;
 
 function httpError(status, message) {
   const err = new Error(message);
   err.status = status;
   return err;
+}
+
+// fromSwitchboard maps a failed Switchboard call to the HTTP error a
+// caller of this web server can act on.
+function fromSwitchboard(err, target) {
+  const e = httpError(502, `Switchboard call failed (${err.codeName}): ${err.details}`);
+  e.grpcCode = err.code;
+  switch (err.code) {
+    case status.UNAVAILABLE:
+      e.status = 503;
+      e.message = `Switchboard at ${target} is unavailable: ${err.details}`;
+      break;
+    case status.DEADLINE_EXCEEDED:
+      e.status = 503;
+      e.message = `Switchboard at ${target} did not answer within ${SWITCHBOARD_DEADLINE_MS / 1000} s`;
+      break;
+    case status.INVALID_ARGUMENT:
+      e.status = 400;
+      e.message = `Switchboard rejected the message: ${err.details}`;
+      break;
+    case status.UNAUTHENTICATED:
+      e.message = 'Switchboard refused this web server\'s API token: check SWITCHBOARD_API_TOKEN on the web server';
+      break;
+  }
+  return e;
 }
 
 // publicURLs returns the socket server URLs browsers connect to, read from
@@ -66,13 +95,14 @@ function renderPage(urls) {
   body { font: 16px/1.4 system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }
   [data-testid=state] { font-size: .8rem; padding: .1rem .4rem; border-radius: .3rem; background: #fde68a; }
   [data-testid=state].open { background: #bbf7d0; }
+  [data-testid=online-count].stale { opacity: .35; }
   ul { padding: 0; list-style: none; }
   li { border-bottom: 1px solid #ddd; padding: .4rem 0; }
   #error { color: #b91c1c; }
 </style>
 </head>
 <body>
-<h1>Online now: <span data-testid="online-count">…</span></h1>
+<h1>Online now: <span data-testid="online-count" class="stale">…</span></h1>
 <p>Connection: <span data-testid="state">connecting</span></p>
 <form id="send">
   <input name="text" maxlength="${MAX_TEXT}" required placeholder="A message for every open page" autocomplete="off">
@@ -103,7 +133,11 @@ function renderPage(urls) {
     errorEl.textContent = "Could not load the Switchboard client from " + config.urls[0] + ".";
   } else {
     var sb = Switchboard.connect(config.urls);
-    sb.onState(function (s) { stateEl.textContent = s; stateEl.className = s; });
+    sb.onState(function (s) {
+      stateEl.textContent = s;
+      stateEl.className = s;
+      countEl.classList.toggle("stale", s !== "open"); // a count from before the connection dropped
+    });
     sb.onCount(function (n) { countEl.textContent = n; });
     sb.on("ShowMessage", function (data) { show(data && data.text); });
     sb.on("Quote", function (data, msg) {
@@ -161,13 +195,11 @@ function randomQuote() {
 
 // createApp builds the express app. env is read for the Switchboard
 // connection once, and for the public URLs and QUOTES_URL on every request.
-// app.locals.switchboard is the gRPC client (close it on shutdown).
+// app.locals.switchboard is the switchboard-client (close it on shutdown).
 function createApp({ env = process.env } = {}) {
-  const switchboard = createClient({
-    target: env.SWITCHBOARD_ADDR || '127.0.0.1:9090',
-    token: env.SWITCHBOARD_API_TOKEN || '',
-    protoPath: env.SWITCHBOARD_PROTO || DEFAULT_PROTO,
-  });
+  const target = env.SWITCHBOARD_ADDR || '127.0.0.1:9090';
+  const switchboard = connect(target, { token: env.SWITCHBOARD_API_TOKEN || '', deadlineMs: SWITCHBOARD_DEADLINE_MS });
+  const emit = (event, data, options) => switchboard.emit(event, data, options).catch((err) => { throw fromSwitchboard(err, target); });
 
   const app = express();
   app.disable('x-powered-by');
@@ -191,18 +223,19 @@ function createApp({ env = process.env } = {}) {
     const text = req.body && req.body.text;
     if (typeof text !== 'string' || !text.trim()) throw httpError(400, 'text is required');
     if ([...text].length > MAX_TEXT) throw httpError(400, `text is longer than ${MAX_TEXT} characters`);
-    const { id, recipients } = await switchboard.emit('ShowMessage', { text });
+    const { id, recipients } = await emit('ShowMessage', { text });
     res.json({ id, recipients });
   });
 
   app.post('/api/quote', async (req, res) => {
     const quote = env.QUOTES_URL ? await fetchQuote(env.QUOTES_URL) : randomQuote();
-    const { id, recipients } = await switchboard.emit('Quote', { text: quote.text, author: quote.author }, 'quotes');
+    const { id, recipients } = await emit('Quote', { text: quote.text, author: quote.author }, { channel: 'quotes' });
     res.json({ id, recipients, text: quote.text, author: quote.author });
   });
 
   app.get('/api/online', async (req, res) => {
-    res.json({ connections: await switchboard.count() });
+    const connections = await switchboard.count().catch((err) => { throw fromSwitchboard(err, target); });
+    res.json({ connections });
   });
 
   app.get('/healthz', (req, res) => {
@@ -210,7 +243,7 @@ function createApp({ env = process.env } = {}) {
   });
 
   // Errors become JSON {"error": "..."}: bad request bodies from
-  // express.json (400, 413, 415), ours, and Switchboard's (see switchboard.js).
+  // express.json (400, 413, 415), ours, and Switchboard's (fromSwitchboard).
   app.use((err, req, res, next) => { // eslint-disable-line no-unused-vars
     let status = Number(err.status || err.statusCode) || 500;
     let message = err.message;

@@ -1,6 +1,6 @@
 // Package browsertest starts headless Chromium for tests. Where no browser
-// is installed the test is skipped, except under CI (CI=true), where a
-// missing browser is a failure: CI installs it.
+// is installed the test is skipped, except under `make test` and CI,
+// where a missing browser is a failure (see internal/testenv).
 package browsertest
 
 import (
@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/switchboard-rt/switchboard/internal/testenv"
 )
 
 // Bin returns the path of a Chromium-like browser: $CHROME_BIN, or the
@@ -25,10 +27,7 @@ func Bin(t testing.TB) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("no Chromium found: CI must install it (apt-get install chromium)")
-	}
-	t.Skip("no Chromium found; install chromium or set CHROME_BIN")
+	testenv.Missing(t, "no Chromium found: install chromium (apt-get install chromium) or set CHROME_BIN")
 	return ""
 }
 

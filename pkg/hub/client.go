@@ -268,6 +268,14 @@ func (c *Client) Close() {
 	c.h.remove(c)
 }
 
+// Detach removes the client from the count and from every channel at
+// once, and stops it taking frames, but lets a write in progress finish:
+// the transport calls it when it decides to end the connection, before it
+// says why to a peer that may take its time to answer, and calls Close
+// once the connection has ended. The hub then never calls Transport.Close.
+// A client the hub is already closing keeps its fate.
+func (c *Client) Detach() { c.kick(0) }
+
 func (h *Hub) leaveChannel(c *Client, channel string) {
 	s := h.channelShard(channel)
 	s.mu.Lock()
@@ -309,8 +317,10 @@ func (h *Hub) remove(c *Client) {
 
 // kick removes c from the hub at once, so it counts no more, and has its
 // writer close the connection with reason r after the write in progress;
-// a slow client's write in progress is canceled instead. A client already
-// closed, by the hub or by its transport, keeps its first fate.
+// a slow client's write in progress is canceled instead. With no reason
+// (0) the writer only stops: the transport closes the connection. A
+// client already closed, by the hub or by its transport, keeps its first
+// fate.
 func (c *Client) kick(r Reason) {
 	c.mu.Lock()
 	if !c.closed {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,12 +245,12 @@ func (c *conn) leaveLibrary() bool {
 // the browser broke the protocol.
 func (c *conn) readMessage() (*closeReason, bool) {
 	h := c.h
-	typ, p, err := c.ws.Read(context.Background())
+	typ, p, err := c.readLimited()
 	c.heard.Store(true)
-	if errors.Is(err, websocket.ErrMessageTooBig) {
-		// The library has sent its 1009 already; closing with a handshake
-		// lets the browser read it before the TCP connection ends,
-		// instead of a reset over the unread rest of the frame.
+	if errors.Is(err, errTooBig) {
+		// Closing with a handshake lets the browser read the 1009 before
+		// the TCP connection ends, instead of a reset over the unread
+		// rest of the frame.
 		h.reject(LimitFrameSize)
 		return &closeReason{closeTooBig, fmt.Sprintf("frame larger than %d bytes", h.limit)}, false
 	}
@@ -288,6 +289,26 @@ func (c *conn) readMessage() (*closeReason, bool) {
 	return nil, true
 }
 
+// errTooBig reports a message over the read limit.
+var errTooBig = errors.New("message too big")
+
+// readLimited reads one message of at most h.limit bytes, reporting
+// errTooBig for a larger one, before the library would: the library's own
+// limit (the same, see ServeHTTP) would close the connection with a reason
+// that names one byte more. That limit still bounds the reads the library
+// makes for itself.
+func (c *conn) readLimited() (websocket.MessageType, []byte, error) {
+	typ, r, err := c.ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	p, err := io.ReadAll(io.LimitReader(r, c.h.limit+1))
+	if err == nil && int64(len(p)) > c.h.limit {
+		err = errTooBig
+	}
+	return typ, p, err
+}
+
 // end closes the connection, telling the browser why if r is set, takes
 // it out of the hub and the handler, and releases whoever waits for it.
 // The reader calls it, once.
@@ -299,11 +320,14 @@ func (c *conn) end(r *closeReason) {
 	}
 	c.mu.Unlock()
 	if r != nil {
-		// Say why before leaving the hub: Client.Close cancels a write in
-		// progress, and a canceled write cuts the connection before the
-		// close frame could go out. Frames the hub queues meanwhile are
-		// dropped, not failed.
+		// The connection leaves the count and every fan-out now, however
+		// long the browser takes to answer the close frame, if it ever
+		// does. Detach, unlike Client.Close, lets a write in progress
+		// finish: a canceled write would cut the connection before the
+		// close frame could go out. Frames in flight are dropped, not
+		// failed.
 		c.closing.Store(true)
+		c.hc.Detach()
 		c.ws.Close(r.code, r.text)
 	}
 	c.hc.Close()

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-rt/switchboard/internal/testenv"
 	"github.com/switchboard-rt/switchboard/pkg/client"
 )
 
@@ -67,7 +68,8 @@ type binaries struct {
 }
 
 // needBinaries builds ./cmd/switchboard and ./examples/webserver once per
-// run and finds nginx: missing, it skips the test, or fails it under CI.
+// run and finds nginx: missing, it skips the test, or fails it where
+// tests must not skip (see internal/testenv).
 func needBinaries(t testing.TB) binaries {
 	t.Helper()
 	ngx, err := exec.LookPath("nginx")
@@ -80,10 +82,7 @@ func needBinaries(t testing.TB) binaries {
 		}
 	}
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("nginx not found: CI must install it (apt-get install nginx)")
-		}
-		t.Skip("nginx not found; install nginx to run the fail-over tests")
+		testenv.Missing(t, "nginx not found: install nginx (apt-get install nginx) to run the fail-over tests")
 	}
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "switchboard-failover-")

@@ -292,7 +292,13 @@ func (n *yamlNode) get(key string) *yamlNode {
 
 func loadCompose(t *testing.T) *yamlNode {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(moduleRoot(), "deploy", "compose.yaml"))
+	return loadComposeFile(t, "compose.yaml")
+}
+
+// loadComposeFile parses the compose file deploy/name.
+func loadComposeFile(t *testing.T, name string) *yamlNode {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(moduleRoot(), "deploy", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,17 +310,17 @@ func loadCompose(t *testing.T) *yamlNode {
 		}
 		indent := len(text) - len(strings.TrimLeft(text, " "))
 		if strings.Contains(text[:indent], "\t") {
-			t.Fatalf("compose.yaml:%d: tab in indentation", i+1)
+			t.Fatalf("%s:%d: tab in indentation", name, i+1)
 		}
 		lines = append(lines, yamlLine{i + 1, indent, strings.TrimSpace(text)})
 	}
 	p := &yamlParser{lines: lines}
 	n, err := p.block(0)
 	if err != nil {
-		t.Fatalf("compose.yaml: %v", err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	if p.i != len(lines) {
-		t.Fatalf("compose.yaml:%d: unexpected indentation", lines[p.i].no)
+		t.Fatalf("%s:%d: unexpected indentation", name, lines[p.i].no)
 	}
 	return n
 }

@@ -15,6 +15,7 @@ const vm = require('node:vm');
 const WebSocket = require('ws');
 
 const { createApp } = require('../app');
+const { Chromium, chromiumBin } = require('./chromium');
 
 const REPO_ROOT = path.resolve(__dirname, '../../..');
 const SERVER_JS = path.resolve(__dirname, '../server.js');
@@ -258,7 +259,7 @@ describe('express example against a real Switchboard', () => {
     sb = await startSwitchboard({ SWITCHBOARD_ALLOWED_ORIGINS: browserOrigin });
     // The app reads process.env: SWITCHBOARD_ADDR once, the public URLs and
     // QUOTES_URL on every request.
-    for (const k of ['SWITCHBOARD_API_TOKEN', 'SWITCHBOARD_PROTO', 'QUOTES_URL']) delete process.env[k];
+    for (const k of ['SWITCHBOARD_API_TOKEN', 'QUOTES_URL']) delete process.env[k];
     process.env.SWITCHBOARD_ADDR = sb.grpc;
     process.env.SWITCHBOARD_PUBLIC_URLS = `ws://${sb.http}/ws`;
     web = await listen(createApp(), webPort);
@@ -356,10 +357,10 @@ describe('express example against a real Switchboard', () => {
 
   it('retries an emit with one idempotency key: a repeat is not a second delivery', async () => {
     const browser = await Browser.open(sb.http);
-    const first = await appClient().emit('Test', 'once', '', { key: 'express-test-key-1' });
+    const first = await appClient().emit('Test', 'once', { key: 'express-test-key-1' });
     assert.equal(first.id, 'express-test-key-1');
     assert.equal(first.duplicate, false);
-    const again = await appClient().emit('Test', 'once', '', { key: 'express-test-key-1' });
+    const again = await appClient().emit('Test', 'once', { key: 'express-test-key-1' });
     assert.deepEqual(again, { ...first, duplicate: true });
     await appClient().emit('Test', 'marker');
     assert.equal((await browser.nextMessage()).data, 'once');
@@ -501,6 +502,38 @@ describe('express example against a real Switchboard', () => {
     const took = Date.now() - start;
     assert.equal(res.status, 503, JSON.stringify(res.body));
     assert.ok(took < 6000, `took ${took} ms`);
+  });
+
+  it('shows the count in Chromium, dimmed while the page reconnects', async (t) => {
+    const bin = chromiumBin();
+    if (!bin) {
+      const why = 'no Chromium found: install chromium (apt-get install chromium) or set CHROME_BIN';
+      if (process.env.SWITCHBOARD_REQUIRE_TEST_TOOLS || process.env.CI) assert.fail(`${why} (tests may not skip here)`);
+      t.skip(why);
+      return;
+    }
+    // A node and an app of their own: the test stops this node.
+    const port = await freePort();
+    const origin = `http://127.0.0.1:${port}`;
+    const node = await startSwitchboard({ SWITCHBOARD_ALLOWED_ORIGINS: origin });
+    cleanups.push(() => stopChild(node.proc));
+    const page = await listen(createApp({ env: { SWITCHBOARD_ADDR: node.grpc, SWITCHBOARD_PUBLIC_URLS: `ws://${node.http}/ws` } }), port);
+    const chromium = await Chromium.launch(bin);
+    cleanups.push(() => chromium.close());
+    const tab = await chromium.open(page);
+    const count = 'document.querySelector("[data-testid=online-count]")';
+    const state = 'document.querySelector("[data-testid=state]").textContent';
+    const opacity = `Number(getComputedStyle(${count}).opacity)`;
+
+    await tab.waitFor('connected', `${state} === "open" && ${count}.textContent === "1" && ${opacity} === 1`);
+    await stopChild(node.proc, 'SIGKILL');
+    await tab.waitFor('reconnecting, count dimmed', `${state} === "reconnecting" && ${count}.textContent === "1" && ${opacity} < 0.5`);
+    const back = startChild(switchboardBin, [], cleanEnv({
+      SWITCHBOARD_HTTP_ADDR: node.http, SWITCHBOARD_GRPC_ADDR: node.grpc, SWITCHBOARD_ALLOWED_ORIGINS: origin, SWITCHBOARD_LOG_LEVEL: 'warn',
+    }));
+    cleanups.push(() => stopChild(back));
+    await waitHTTP(`http://${node.http}/readyz`, back);
+    await tab.waitFor('back, count at full strength', `${state} === "open" && ${count}.textContent === "1" && ${opacity} === 1`, 20000);
   });
 
   it('answers 503, not a hang, once Switchboard is killed, and recovers', async () => {
