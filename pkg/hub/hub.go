@@ -30,9 +30,12 @@ var ErrPaused = errors.New("hub is paused: another node is active")
 
 // Config tunes a Hub. The zero value is ready to use.
 type Config struct {
-	// Broker carries messages and counts to other nodes. Default: Local, a
-	// single node.
+	// Broker carries counts to other nodes. Default: Local, a single node.
 	Broker Broker
+	// Sequencer, when set, is the message log the hub shares with other
+	// nodes (see Sequencer): emits go into it, and the hub delivers what
+	// its owner hands to Deliver. Default: none, the hub's own log.
+	Sequencer Sequencer
 	// Node names this node to its broker. Default: a random id.
 	Node string
 	// Logger receives the hub's logs. Default: slog.Default().
