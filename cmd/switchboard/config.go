@@ -37,6 +37,12 @@ var options = []option{
 	{"standby-wait", "SWITCHBOARD_STANDBY_WAIT", "0s", "on a primary with a standby: how long to wait at start for the standby's message log before serving alone (3s in a pair; 0: no standby)"},
 	{"history-size", "SWITCHBOARD_HISTORY_SIZE", "1000", "messages kept for browsers that reconnect or subscribe with last (0: history and recovery off)"},
 	{"history-ttl", "SWITCHBOARD_HISTORY_TTL", "5m", "how long a message stays in the history"},
+	{"nats-url", "SWITCHBOARD_NATS_URL", "", "comma list of NATS server URLs; setting it makes this node a cluster member"},
+	{"cluster-name", "SWITCHBOARD_CLUSTER_NAME", "switchboard", "cluster name: members with the same name on one NATS share counts and messages"},
+	{"node-name", "SWITCHBOARD_NODE_NAME", "", "this member's name in the cluster, stable across restarts (default: the host name)"},
+	{"nats-creds", "SWITCHBOARD_NATS_CREDS", "", "NATS credentials file (user JWT and seed), for a NATS that requires them"},
+	{"nats-ca", "SWITCHBOARD_NATS_CA", "", "PEM CAs of the NATS servers' certificates: connect to NATS over TLS"},
+	{"nats-replicas", "SWITCHBOARD_NATS_REPLICAS", "1", "NATS servers that hold the cluster's log: 1, or 3 for a three-server NATS cluster"},
 	{"max-conns", "SWITCHBOARD_MAX_CONNS", "100000", "most browser connections; past it upgrades get 503 (0: no limit)"},
 	{"max-conns-per-ip", "SWITCHBOARD_MAX_CONNS_PER_IP", "1000", "most browser connections from one address; past it upgrades get 429 (0: no limit)"},
 	{"trusted-proxies", "SWITCHBOARD_TRUSTED_PROXIES", "", "comma list of proxy CIDRs whose X-Forwarded-For names the client address"},
@@ -142,6 +148,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 		return nil
 	})
 	parse("history-ttl", positiveDuration(&cfg.Hub.HistoryTTL))
+	parseCluster(&cfg, get, parse)
 	parseTLS(&cfg, get, parse)
 	parseLimits(&cfg, parse)
 	parse("max-data-bytes", func(s string) error {

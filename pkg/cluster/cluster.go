@@ -243,6 +243,18 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		nc.Close()
 		return nil, fmt.Errorf("failed to use JetStream: %w", err)
 	}
+	if nc.IsConnected() {
+		// A stream NATS refuses (replicas beyond its servers, JetStream
+		// off, a stream of the same name with other subjects) is a
+		// setting to fix, not a moment's trouble: fail now.
+		if _, _, err := m.ensureStream(ctx); err != nil {
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+				nc.Close()
+				return nil, err
+			}
+		}
+	}
 	return m, nil
 }
 

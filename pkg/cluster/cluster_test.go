@@ -339,3 +339,11 @@ func TestCheck(t *testing.T) {
 		t.Errorf("a good config: %v", err)
 	}
 }
+
+func TestJoinRefusesAStreamNATSCannotHold(t *testing.T) {
+	url, _, _ := startNATS(t)
+	_, err := Join(context.Background(), Config{URLs: []string{url}, Name: "r3", Replicas: 3, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err == nil || !strings.Contains(err.Error(), "replicas") {
+		t.Errorf("Join with 3 replicas on one NATS server: got %v; want an error about replicas", err)
+	}
+}
