@@ -39,7 +39,6 @@ func (s *Server) joinCluster() error {
 		return fmt.Errorf("invalid cluster settings: %w", err)
 	}
 	s.member = m
-	s.cfg.Hub.Broker, s.cfg.Hub.Sequencer = m, m
 	return nil
 }
 

@@ -188,6 +188,7 @@ func New(cfg Config) (_ *Server, err error) {
 		if err := s.joinCluster(); err != nil {
 			return nil, err
 		}
+		cfg.Hub.Broker, cfg.Hub.Sequencer = s.member, s.member
 	}
 	if s.hub, err = hub.New(cfg.Hub); err != nil {
 		if s.member != nil {
