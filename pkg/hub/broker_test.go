@@ -288,3 +288,22 @@ func TestHandleCounts(t *testing.T) {
 		t.Errorf("remote nodes: got %v; want %v", nodes, want)
 	}
 }
+
+func TestRemoteCounts(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, Config{})
+	h.HandleCounts(Counts{Node: "b", Total: 2, Channels: map[string]int64{"q": 1}})
+	h.HandleCounts(Counts{Node: "a", Total: 1})
+	got := h.RemoteCounts()
+	if len(got) != 2 || got[0].Node != "a" || got[1].Node != "b" || got[1].Channels["q"] != 1 {
+		t.Fatalf("RemoteCounts: got %+v; want a then b, with b's channel", got)
+	}
+	got[1].Channels["q"] = 99
+	if h.RemoteCounts()[1].Channels["q"] != 1 {
+		t.Error("RemoteCounts shares its maps with the hub")
+	}
+	h.HandleCounts(Counts{Node: "a"})
+	if got := h.RemoteCounts(); len(got) != 1 {
+		t.Errorf("after a left: got %+v; want b alone", got)
+	}
+}

@@ -2,6 +2,9 @@ package hub
 
 import (
 	"context"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/switchboard-rt/switchboard/pkg/frame"
@@ -302,6 +305,20 @@ func (h *Hub) LocalCounts() Counts {
 		s.mu.RUnlock()
 	}
 	return c
+}
+
+// RemoteCounts returns the counts other nodes last reported, one per node
+// (a cluster's other members, or a pair's other node), sorted by node.
+func (h *Hub) RemoteCounts() []Counts {
+	h.remoteMu.RLock()
+	out := make([]Counts, 0, len(h.remote))
+	for _, c := range h.remote {
+		c.Channels = maps.Clone(c.Channels)
+		out = append(out, c)
+	}
+	h.remoteMu.RUnlock()
+	slices.SortFunc(out, func(a, b Counts) int { return strings.Compare(a.Node, b.Node) })
+	return out
 }
 
 // OnLocalCounts calls fn with this node's counts at once and then each time
