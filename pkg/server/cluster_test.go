@@ -93,6 +93,9 @@ func TestClusterOfThree(t *testing.T) {
 			t.Errorf("browser %d: got %v; want %v, the same order as browser 0", i+1, got, want)
 		}
 	}
+	if m := nodes[0].metrics(t); !strings.Contains(m, "\nswitchboard_cluster_ready 1\n") || !strings.Contains(m, "\nswitchboard_nodes 2\n") {
+		t.Errorf("/metrics of a member: want switchboard_cluster_ready 1 and switchboard_nodes 2; got\n%s", grepLines(m, "switchboard_cluster", "switchboard_nodes"))
+	}
 	nodes[2].stop(t)
 	start := time.Now()
 	nodes[0].waitCount(t, "", 6)
