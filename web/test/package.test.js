@@ -2,7 +2,7 @@
 // The package's own files: client.d.ts type-checks code written each way
 // client.js is used, refuses wrong calls, and declares what client.js has;
 // npm packs the three files. The module forms run against a real node in
-// web/package_node_test.go and web/module_browser_test.go.
+// web/module_test.go and web/module_browser_test.go.
 
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
