@@ -35,8 +35,8 @@ import (
 // Config configures a node. The zero value listens on the contract's
 // default addresses.
 type Config struct {
-	// HTTPAddr is where browsers connect (/ws, /client.js) and probes look (/healthz,
-	// /readyz, /metrics). Default: ":8080".
+	// HTTPAddr is where browsers connect (/ws, /client.js, /client.mjs,
+	// /client.d.ts) and probes look (/healthz, /readyz, /metrics). Default: ":8080".
 	HTTPAddr string
 	// GRPCAddr is where web servers call the API. Default: ":9090" with an
 	// APIToken, "127.0.0.1:9090" without one.
@@ -249,6 +249,8 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	})
 	mux.Handle("GET /client.js", web.ClientHandler())
+	mux.Handle("GET /client.mjs", web.ModuleHandler())
+	mux.Handle("GET /client.d.ts", web.TypesHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
