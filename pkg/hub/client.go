@@ -38,6 +38,7 @@ type Client struct {
 	// once has one, and only the goroutine that owns the client touches it.
 	flushTimer *time.Timer
 	done       chan struct{} // closed once the writer has returned
+	bs         budgetState   // the client's part in the node's budget (see budget.go), under mu
 
 	subMu sync.Mutex
 	subs  map[string]struct{}
@@ -133,6 +134,7 @@ func (c *Client) Close() {
 	c.closed = true
 	c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 	c.queue, c.queued, c.count = nil, 0, nil
+	c.h.budget.clear(c)
 	c.mu.Unlock()
 	c.cancelWrite()
 	c.signal()
@@ -189,6 +191,7 @@ func (c *Client) kick(r Reason) {
 		c.reason = r
 		c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 		c.queue, c.queued, c.count = nil, 0, nil
+		c.h.budget.clear(c)
 	}
 	c.mu.Unlock()
 	if r == ReasonSlow {
@@ -222,11 +225,13 @@ func (c *Client) enqueue(frame []byte) int {
 		c.closed = true
 		c.reason = ReasonSlow
 		c.queue, c.queued, c.count = nil, 0, nil
+		c.h.budget.clear(c)
 		c.mu.Unlock()
 		return overflow
 	}
 	c.queue = append(c.queue, frame)
 	c.queued += len(frame)
+	c.h.budget.enqueued(c, len(frame))
 	c.mu.Unlock()
 	if c.writing.CompareAndSwap(false, true) {
 		return idle
@@ -303,6 +308,7 @@ func (c *Client) write(batch [][]byte) [][]byte {
 		return batch
 	}
 	batch, c.queue = c.queue, batch[:0]
+	c.h.budget.took(c, c.queued, len(c.count))
 	c.queued = 0
 	if c.count != nil {
 		batch = append(batch, c.count)
@@ -321,9 +327,13 @@ func (c *Client) write(batch [][]byte) [][]byte {
 	case err != nil:
 		go c.fail()
 	case kept:
+		c.mu.Lock()
+		c.h.budget.wrote(c, true, c.queued)
+		c.mu.Unlock()
 		go c.flush()
 	default:
 		c.mu.Lock()
+		c.h.budget.wrote(c, false, 0)
 		more := len(c.queue) > 0 || c.count != nil || c.closed
 		if !more {
 			c.writing.Store(false)
@@ -349,6 +359,9 @@ func (c *Client) flush() {
 		c.fail()
 		return
 	}
+	c.mu.Lock()
+	c.h.budget.flushed(c)
+	c.mu.Unlock()
 	c.h.pool.push(c)
 }
 
@@ -376,6 +389,7 @@ func (c *Client) fail() {
 		c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 		c.queue, c.queued, c.count = nil, 0, nil
 	}
+	c.h.budget.clear(c)
 	c.finished = true
 	reason := c.reason
 	c.mu.Unlock()
