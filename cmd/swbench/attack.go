@@ -6,9 +6,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,6 +80,7 @@ func runAttack(ctx context.Context, cfg Config, ac attackConfig, stdout io.Write
 		return fi.Size()
 	}
 
+	before := scrapeCounters(ac.Metrics, ac.BystanderFrom)
 	fmt.Fprintf(stdout, "attack %s from %s on %s (HTTP) and %s (gRPC), %v; bystander from %s, %g emits/s of %d B\n",
 		ac.Mode, orAny(ac.From), t.HTTP, t.GRPC, ac.Duration, orAny(ac.BystanderFrom), ac.Rate, ac.Payload)
 	sleep(ctx, ac.Settle)
@@ -136,6 +140,17 @@ func runAttack(ctx context.Context, cfg Config, ac attackConfig, stdout io.Write
 	if len(probes) > 0 {
 		fmt.Fprintf(stdout, "newcomers during the attack (%d probes, %d with a failure, 5s timeout): slowest %s\n", len(probes), failed, worst)
 	}
+	if after := scrapeCounters(ac.Metrics, ac.BystanderFrom); after != nil {
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(after)) {
+			if d := after[k] - before[k]; d > 0 {
+				parts = append(parts, fmt.Sprintf("%s +%.0f", k, d))
+			}
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(stdout, "node counters: %s\n", strings.Join(parts, ", "))
+		}
+	}
 	if log0 >= 0 && log1 >= 0 {
 		fmt.Fprintf(stdout, "node log: %d bytes during the attack (%.0f B/s)\n", log1-log0, float64(log1-log0)/t1.Sub(t0).Seconds())
 	}
@@ -173,4 +188,25 @@ func isLoopback(hostport string) bool {
 	}
 	ip := net.ParseIP(host)
 	return host == "localhost" || ip != nil && ip.IsLoopback()
+}
+
+// scrapeCounters reads the node's counters of refusals and drops from
+// its /metrics: the limit rejections by limit, slow disconnects and write
+// failures. It returns nil when it cannot.
+func scrapeCounters(metricsURL, from string) map[string]float64 {
+	if metricsURL == "" {
+		return nil
+	}
+	s := &attack.Sampler{Metrics: metricsURL, From: from}
+	m := s.Scrape()
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]float64)
+	for k, v := range m {
+		if strings.HasPrefix(k, "switchboard_limit_rejections_total") || k == "switchboard_slow_disconnects_total" || k == "switchboard_write_failures_total" {
+			out[strings.TrimPrefix(k, "switchboard_")] = v
+		}
+	}
+	return out
 }

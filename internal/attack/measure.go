@@ -285,9 +285,7 @@ func (s *Sampler) SetPhase(p string) {
 
 // Run samples until ctx ends.
 func (s *Sampler) Run(ctx context.Context) {
-	s.hc = &http.Client{Timeout: time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dialFrom(ctx, s.From, addr) },
-	}}
+	s.hc = s.client()
 	interval := s.Interval
 	if interval <= 0 {
 		interval = 200 * time.Millisecond
@@ -312,7 +310,7 @@ func (s *Sampler) sample() {
 		}
 	}
 	if s.Metrics != "" {
-		m := s.scrape()
+		m := s.Scrape()
 		if v, ok := m["go_memstats_heap_inuse_bytes"]; ok {
 			smp.Heap = int64(v)
 		}
@@ -326,8 +324,12 @@ func (s *Sampler) sample() {
 	s.mu.Unlock()
 }
 
-// scrape reads the unlabeled gauges of /metrics.
-func (s *Sampler) scrape() map[string]float64 {
+// Scrape reads the node's /metrics once (see ParseMetrics); nil if it
+// cannot.
+func (s *Sampler) Scrape() map[string]float64 {
+	if s.hc == nil {
+		s.hc = s.client()
+	}
 	resp, err := s.hc.Get(s.Metrics)
 	if err != nil {
 		return nil
@@ -358,6 +360,12 @@ func ParseMetrics(b []byte) map[string]float64 {
 		}
 	}
 	return m
+}
+
+func (s *Sampler) client() *http.Client {
+	return &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dialFrom(ctx, s.From, addr) },
+	}}
 }
 
 // Samples returns the samples so far.
