@@ -120,26 +120,43 @@ func TestSendBuffer(t *testing.T) {
 
 // The frames of a batch a slow browser did not take are not copied for
 // it: sockets whose peers stopped reading, each keeping a batch of the
-// same large frame, hold about nothing beyond the frame itself.
+// same frames, hold little beyond the frames themselves, be they one
+// large frame or many small ones.
 func TestWriteTextKeepsReferences(t *testing.T) {
 	const sockets = 64
-	payload := []byte(strings.Repeat("x", 1<<20))
-	socks := make([]*socket, sockets)
-	for i := range socks {
-		socks[i], _ = tcpSocket(t)
+	small := make([][]byte, 2000)
+	for i := range small {
+		small[i] = []byte(strings.Repeat("s", 300))
 	}
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	for _, s := range socks {
-		fillUntilKept(t, s, [][]byte{payload})
+	for _, tc := range []struct {
+		name  string
+		batch [][]byte
+		most  int64 // heap growth allowed for all sockets
+	}{
+		{"one 1 MiB frame", [][]byte{[]byte(strings.Repeat("x", 1<<20))}, 8 << 20},
+		{"2,000 frames of 300 B", small, 20 << 20},
+	} {
+		socks := make([]*socket, sockets)
+		for i := range socks {
+			socks[i], _ = tcpSocket(t)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for _, s := range socks {
+			fillUntilKept(t, s, tc.batch)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		size := 0
+		for _, p := range tc.batch {
+			size += len(p)
+		}
+		t.Logf("%s: heap grew by %d KiB for %d sockets keeping a batch of %d KiB", tc.name, grown>>10, sockets, size>>10)
+		if grown > tc.most {
+			t.Errorf("%s: heap grew by %d MiB; want at most %d MiB, well under a copy per socket (%d MiB)", tc.name, grown>>20, tc.most>>20, sockets*size>>20)
+		}
+		runtime.KeepAlive(socks)
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-	t.Logf("heap grew by %d KiB for %d sockets keeping a 1 MiB frame", grown>>10, sockets)
-	if grown > 8<<20 {
-		t.Errorf("heap grew by %d MiB; want well under the %d MiB of a copy per socket", grown>>20, sockets)
-	}
-	runtime.KeepAlive(socks)
 }

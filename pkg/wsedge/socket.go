@@ -68,38 +68,45 @@ func (s *socket) Write(p []byte) (int, error) {
 }
 
 // outbox is a batch of frames on its way to the socket: each frame's
-// header, with the payloads too small to be worth an iovec, copied into
-// one buffer, and the larger payloads by reference. The hub shares one
-// frame among all its recipients and never changes it, so a batch that
-// waits for a slow browser costs it a few bytes of headers, not a copy of
+// header, with the small payloads, copied into one buffer, and the larger
+// payloads by reference. The hub shares one frame among all its
+// recipients and never changes it, so a batch that waits for a slow
+// browser costs it its headers and a few KiB of copies, not a copy of
 // what it waits for.
 type outbox struct {
 	head []byte      // headers and small payloads, back to back
 	bufs net.Buffers // what is left to write, in order: slices of head, and payloads
 }
 
-// copyMax is the largest payload copied next to its header rather than
-// referenced: count frames and the like.
-const copyMax = 64
+// A payload of at most copyMax bytes is copied next to its header, as long
+// as the batch's copies stay within maxCopied: small frames cost less to
+// copy than to hand the kernel as iovecs of their own, and a slow browser
+// still keeps at most maxCopied of copies.
+const (
+	copyMax   = 512
+	maxCopied = 16 << 10
+)
 
 var outboxes = sync.Pool{New: func() any { return &outbox{head: make([]byte, 0, 512)} }}
 
 // newOutbox encodes payloads as text frames.
 func newOutbox(payloads [][]byte) *outbox {
 	o := outboxes.Get().(*outbox)
-	size := 0
+	size, copied := 0, 0
 	for _, p := range payloads {
 		size += wsframe.MaxHeader
-		if len(p) <= copyMax {
-			size += len(p)
+		if len(p) <= copyMax && copied+len(p) <= maxCopied {
+			copied += len(p)
 		}
 	}
 	// head never grows below, so the slices of it stay valid.
-	o.head = slices.Grow(o.head[:0], size)
+	o.head = slices.Grow(o.head[:0], size+copied)
 	start := 0
+	copied = 0
 	for _, p := range payloads {
 		o.head = wsframe.AppendHeader(o.head, wsframe.OpText, len(p), false)
-		if len(p) <= copyMax {
+		if len(p) <= copyMax && copied+len(p) <= maxCopied {
+			copied += len(p)
 			o.head = append(o.head, p...)
 			continue
 		}
