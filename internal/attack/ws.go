@@ -162,6 +162,7 @@ func (a IdleHTTP) Run(ctx context.Context, t Target, tally *Tally) error {
 				continue
 			}
 			c.SetDeadline(time.Now().Add(10 * time.Second))
+			unbind := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 			br := bufio.NewReader(c)
 			_, err = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: "+t.HTTP+"\r\n\r\n")
 			var resp *http.Response
@@ -170,6 +171,10 @@ func (a IdleHTTP) Run(ctx context.Context, t Target, tally *Tally) error {
 			}
 			if err == nil {
 				_, err = io.Copy(io.Discard, resp.Body)
+			}
+			if !unbind() {
+				c.Close()
+				return
 			}
 			tally.Add(answer(resp, err), 1)
 			if err != nil || resp.StatusCode != http.StatusOK {
