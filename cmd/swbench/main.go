@@ -70,7 +70,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"loss, duplicate or reordering, 2 on bad flags.\n\n"+
 			"  swbench -clients 1000 -emits 200 -pid $(pgrep -n switchboard)\n"+
 			"  swbench -clients 10000 -emits 0 -hold 10s -pid $PID\n"+
-			"  swbench -target socketio -url http://127.0.0.1:3000 -clients 1000 -emits 200\n\nflags:\n")
+			"  swbench -target socketio -url http://127.0.0.1:3000 -clients 1000 -emits 200\n"+
+			"  swbench -attack slow-readers -payload 61440 -pid $PID -metrics http://127.0.0.1:6060/metrics\n\n"+
+			"With -attack it loads the node as an attacker would instead (see README.md, Limits) and\n"+
+			"reports what that cost a bystander and the node.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -112,6 +115,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if ac.Mode != "" {
+		if _, err := attack.New(ac.Mode, ac.Size); err != nil {
+			fmt.Fprintf(stderr, "swbench: %v\n", err)
+			return 2
+		}
 		ac.Payload = cfg.Payload
 		ac.Rate = cfg.Rate
 		if ac.Rate == 0 {
