@@ -342,7 +342,7 @@ func TestAttackCLI(t *testing.T) {
 	srv := startSwitchboard(t, "s3cret")
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"-ws", "ws://" + srv.HTTPAddr() + "/ws", "-grpc", srv.GRPCAddr(), "-token", "s3cret",
-		"-pid", strconv.Itoa(os.Getpid()), "-attack", "grpc-streams", "-attack-streams", "500", "-attack-for", "1s", "-settle", "500ms"}, &stdout, &stderr)
+		"-pid", strconv.Itoa(os.Getpid()), "-attack", "grpc-streams", "-attack-streams", "500", "-attack-for", "1500ms", "-settle", "500ms"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d; want 0\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
 	}
