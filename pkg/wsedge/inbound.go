@@ -141,7 +141,7 @@ func (f *frameCounter) count(b []byte, now time.Time) bool {
 }
 
 // buffered reports whether bytes read before the hijack wait to be read.
-func (f *frameCounter) buffered() bool { return f != nil && len(f.pending) > 0 }
+func (f *frameCounter) buffered() bool { return len(f.pending) > 0 }
 
 // countedConn is the connection the WebSocket library gets: its reads go
 // through the frameCounter.

@@ -34,7 +34,8 @@ type socket struct {
 	// file descriptor (TLS).
 	br  *bufio.Reader
 	raw syscall.RawConn
-	in  *frameCounter   // what br reads
+	in  frameCounter    // what br reads, through rc
+	rc  countedConn     // the connection the library gets
 	tcp syscall.RawConn // the TCP socket, under TLS too; nil without a descriptor
 
 	mu        sync.Mutex // held while writing to conn

@@ -352,14 +352,15 @@ func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, rw, err
 	}
-	in := &frameCounter{src: c}
+	s := &socket{conn: c}
+	s.in.src = c
 	if n := rw.Reader.Buffered(); n > 0 {
 		p, _ := rw.Reader.Peek(n)
-		in.pending = append([]byte(nil), p...)
+		s.in.pending = append([]byte(nil), p...)
 	}
-	rc := &countedConn{Conn: c, in: in}
-	r := bufio.NewReaderSize(rc, connReadBuffer)
-	w.sock = &socket{conn: c, br: r, in: in}
+	s.rc = countedConn{Conn: c, in: &s.in}
+	s.br = bufio.NewReaderSize(&s.rc, connReadBuffer)
+	w.sock = s
 	if sc, ok := c.(syscall.Conn); ok {
 		w.sock.raw, _ = sc.SyscallConn()
 		w.sock.sendFn = w.sock.trySend
@@ -370,7 +371,7 @@ func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			w.sock.tcp, _ = sc.SyscallConn()
 		}
 	}
-	return rc, bufio.NewReadWriter(r, bufio.NewWriterSize(w.sock, connWriteBuffer)), nil
+	return &s.rc, bufio.NewReadWriter(s.br, bufio.NewWriterSize(w.sock, connWriteBuffer)), nil
 }
 
 func (w *hijackRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
