@@ -10,8 +10,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -23,11 +25,15 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-rt/switchboard/internal/attack"
+	"github.com/switchboard-rt/switchboard/internal/lograte"
+	"github.com/switchboard-rt/switchboard/internal/ratelimit"
 )
 
 // target returns the node as an attacker from 127.0.0.1 sees it.
@@ -376,5 +382,38 @@ func TestPublicMetrics(t *testing.T) {
 	}
 	if body := scrape(t, private.hc, "http://"+private.srv.AdminAddr()+"/metrics"); !strings.Contains(body, "\nswitchboard_connections 0\n") {
 		t.Errorf("admin /metrics with PrivateMetrics: lacks switchboard_connections")
+	}
+}
+
+// TestGuardPastBudget: past its address's budget a call without the token
+// is still UNAUTHENTICATED, saying why the connection closes; a call that
+// needs no token gets RESOURCE_EXHAUSTED.
+func TestGuardPastBudget(t *testing.T) {
+	t.Parallel()
+	g := &grpcGuard{
+		token:    []byte("t"),
+		budget:   ratelimit.NewKeyed(0.001, 1, 0),
+		onReject: func(string) {},
+		logs:     lograte.New(slog.New(slog.DiscardHandler), 0),
+	}
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4000}})
+	call := func(method string) *status.Status {
+		_, err := g.tap(ctx, &tap.Info{FullMethodName: method, Header: metadata.MD{}})
+		return status.Convert(err)
+	}
+	if st := call("/switchboard.v1.SwitchboardService/EmitMessage"); st.Code() != codes.Unauthenticated || st.Message() != msgNoToken {
+		t.Errorf("first call without a token: got %v; want UNAUTHENTICATED %q", st, msgNoToken)
+	}
+	if st := call("/switchboard.v1.SwitchboardService/EmitMessage"); st.Code() != codes.Unauthenticated || !strings.HasPrefix(st.Message(), msgNoToken) || !strings.HasSuffix(st.Message(), msgTooManyRefs) {
+		t.Errorf("call without a token past the budget: got %v; want UNAUTHENTICATED, saying both", st)
+	}
+	if st := call("/grpc.health.v1.Health/Check"); st.Code() != codes.ResourceExhausted || st.Message() != msgTooManyRefs {
+		t.Errorf("health check past the budget: got %v; want RESOURCE_EXHAUSTED %q", st, msgTooManyRefs)
+	}
+	if g.admits(netip.MustParseAddr("192.0.2.1")) {
+		t.Error("admits an address past its budget; want it refused at accept")
+	}
+	if !g.admits(netip.MustParseAddr("192.0.2.2")) {
+		t.Error("refuses another address; want it admitted")
 	}
 }

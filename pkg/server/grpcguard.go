@@ -36,9 +36,9 @@ const (
 // that are refused or need no token (health, reflection): past the
 // budget, its connection is closed, which ends rapid-reset floods (a
 // stream opened and cancelled at once, again and again) from callers
-// without a token, and a caller that reconnects gets a call or two in
-// for each connection it opens. Trusted proxies, which carry many
-// callers, are budgeted by connection instead.
+// without a token, and its new connections are refused at accept until
+// the budget refills. Trusted proxies, which carry many callers, are
+// budgeted by connection instead.
 //
 // grpc-go keeps the context of a stream refused here, and the timer of
 // its deadline, until the deadline: the guard is also the server's stats
@@ -71,6 +71,10 @@ func (g *grpcGuard) tap(ctx context.Context, info *tap.Info) (context.Context, e
 			"method", lograte.Truncate(info.FullMethodName, 0), "peer", peerAddr(ctx), "reason", msg)
 	}
 	if !g.spend(ctx) {
+		// A call without the token still says so, as the contract has it.
+		if err != nil {
+			return nil, status.Error(codes.Unauthenticated, status.Convert(err).Message()+"; "+msgTooManyRefs)
+		}
 		return nil, status.Error(codes.ResourceExhausted, msgTooManyRefs)
 	}
 	return ctx, err
@@ -109,13 +113,23 @@ func (g *grpcGuard) spend(ctx context.Context) bool {
 	}
 	g.onReject(LimitGRPCRefusals)
 	g.logs.Log(ctx, slog.LevelWarn, "closed gRPC connections making too many refused or unauthenticated calls", "peer", p.Addr.String())
-	if c := g.conns.lookup(p.Addr.String()); c != nil {
+	if g.conns == nil {
+		return false
+	}
+	if c := g.conns.lookup(p.Addr.String()); c != nil && c.closing.CompareAndSwap(false, true) {
 		// The server holds a lock of the connection's while it runs the
 		// tap handle: close from elsewhere, once the refusal has had a
 		// moment to go out.
 		time.AfterFunc(10*time.Millisecond, func() { c.Close() })
 	}
 	return false
+}
+
+// admits reports whether a new connection from ip may open: not while
+// its address is out of its budget of refused calls, so that a caller
+// who reconnects at once is refused at accept, before any handshake.
+func (g *grpcGuard) admits(ip netip.Addr) bool {
+	return isExempt(ip, g.exempt) || g.budget.Ready(ip.String(), time.Now())
 }
 
 // connCancel is the key of the cancel function of a connection's context.

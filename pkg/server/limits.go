@@ -140,8 +140,10 @@ const (
 	// LimitAPIToken: a gRPC call without a valid API token;
 	// UNAUTHENTICATED.
 	LimitAPIToken = "api_token"
-	// LimitGRPCRefusals: a gRPC connection past Limits.GRPCRefusalRate;
-	// the call gets RESOURCE_EXHAUSTED and the connection is closed.
+	// LimitGRPCRefusals: an address past Limits.GRPCRefusalRate; the call
+	// gets UNAUTHENTICATED if it lacks the token, RESOURCE_EXHAUSTED if it
+	// needs none, and the connection is closed; new connections from the
+	// address get RESOURCE_EXHAUSTED until the budget refills.
 	LimitGRPCRefusals = "grpc_refusals"
 )
 

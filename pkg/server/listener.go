@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,7 +37,10 @@ type connLimiter struct {
 	total, address string // the limit names of the two limits
 	// refuse, if set, tells a refused client why before its connection
 	// is closed; reason is the limit's name.
-	refuse   func(c net.Conn, limit string)
+	refuse func(c net.Conn, limit string)
+	// admits, if set, may refuse the addresses it does not admit
+	// (LimitGRPCRefusals).
+	admits   func(ip netip.Addr) bool
 	onReject func(limit string)
 	logs     *lograte.Limiter // refusals and accept errors
 
@@ -90,6 +94,8 @@ func (l *connLimiter) admit(c net.Conn) *limitedConn {
 		limit = l.total
 	case counted && l.perIP > 0 && l.byIP[ip] >= l.perIP:
 		limit = l.address
+	case l.admits != nil && !l.admits(ip):
+		limit = LimitGRPCRefusals
 	}
 	if limit != "" {
 		l.mu.Unlock()
@@ -152,6 +158,7 @@ var limitText = map[string]string{
 	LimitHTTPConnsPerIP: "too many HTTP connections from one address",
 	LimitGRPCConns:      "too many gRPC connections",
 	LimitGRPCConnsPerIP: "too many gRPC connections from one address",
+	LimitGRPCRefusals:   "too many refused or unauthenticated calls from your address",
 }
 
 // lookup returns the connection whose peer is remote, if it is tracked.
@@ -200,7 +207,8 @@ type limitedConn struct {
 	net.Conn
 	l       *connLimiter
 	ip      netip.Addr
-	counted bool // towards the per-address limit
+	counted bool        // towards the per-address limit
+	closing atomic.Bool // a close is on its way (see grpcGuard.spend)
 	once    sync.Once
 }
 

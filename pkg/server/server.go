@@ -225,6 +225,7 @@ func New(cfg Config) (_ *Server, err error) {
 	s.health.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	l := cfg.Limits
 	guard := s.guard()
+	s.grpcConns.admits = guard.admits
 	s.grpcSrv = grpc.NewServer(append(s.grpcOptions(),
 		grpc.InTapHandle(guard.tap),
 		grpc.StatsHandler(guard),
