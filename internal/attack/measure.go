@@ -383,6 +383,7 @@ type Peak struct {
 	Goroutines, FDs int64
 	CPU             float64 // seconds of CPU between the first and last sample
 	Samples         int
+	Last            Sample // the phase's last sample
 	firstCPU        float64
 }
 
@@ -399,6 +400,7 @@ func (s *Sampler) Peaks() []Peak {
 		}
 		p := &out[i]
 		p.Samples++
+		p.Last = smp
 		p.RSS, p.Heap = max(p.RSS, smp.RSS), max(p.Heap, smp.Heap)
 		p.Goroutines, p.FDs = max(p.Goroutines, smp.Goroutines), max(p.FDs, smp.FDs)
 		if smp.CPU >= 0 {
