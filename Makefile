@@ -4,7 +4,7 @@ GOBIN   := $(shell $(GO) env GOPATH)/bin
 BUF     ?= $(shell command -v buf 2>/dev/null || echo $(GOBIN)/buf)
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: help demo run build test test-go test-express test-node test-short lint generate check-generated breaking compare bench fuzz smoke tools
+.PHONY: help demo run build test test-go test-express test-node test-web test-short lint generate check-generated breaking compare bench fuzz smoke tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,11 +24,11 @@ run: build ## run one node with in-memory defaults (HTTP :8080, gRPC 127.0.0.1:9
 build: ## build bin/switchboard
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/switchboard ./cmd/switchboard
 
-test: test-go test-express test-node ## run every test: Go (race detector on, benchmarks once), the express example, the Node client
+test: test-go test-express test-node test-web ## run every test: Go (race detector on, benchmarks once), the express example, the Node client, client.js's package
 
 # The test targets install Chromium, nginx and Node.js when missing (root
 # on Debian) or say what to run, and no test may skip for want of them.
-test-go test-express test-node: export SWITCHBOARD_REQUIRE_TEST_TOOLS = 1
+test-go test-express test-node test-web: export SWITCHBOARD_REQUIRE_TEST_TOOLS = 1
 
 test-go: ## run the Go tests with the race detector (Chromium, nginx and Node.js included), and the benchmarks once
 	bash scripts/test-deps.sh chromium nginx node
@@ -42,6 +42,10 @@ test-express: ## run the express example's tests against a real node (its page i
 test-node: ## run the Node client's tests (clients/node) against a real node
 	bash scripts/test-deps.sh node
 	cd clients/node && npm ci --no-audit --no-fund && npm test
+
+test-web: ## check client.js's package (web/): its TypeScript declarations with tsc, what npm packs
+	bash scripts/test-deps.sh node
+	cd web && npm ci --no-audit --no-fund && npm test
 
 test-short: ## run the tests without the race detector
 	$(GO) test -count=1 ./...

@@ -57,6 +57,11 @@ export interface EmitResult {
   recipients: number;
   /** The key matched an earlier emit, which was not delivered again. */
   duplicate: boolean;
+  /**
+   * The message's position in the node's log, as browsers receive it ("offset"): one more
+   * than the message before it. A duplicate has the first emit's.
+   */
+  offset: number;
 }
 
 export interface WatchOptions {

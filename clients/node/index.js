@@ -36,7 +36,7 @@ function loadService() {
   if (!serviceCache) {
     const def = protoLoader.loadSync(PROTO_PATH, {
       keepCase: true,
-      longs: Number, // int64 recipients and connections arrive as numbers
+      longs: Number, // int64 recipients and connections, uint64 offsets arrive as numbers
       enums: String,
       defaults: true, // recipients: 0 is present rather than missing
       oneofs: true,
@@ -223,7 +223,7 @@ class Client {
       let err;
       try {
         const res = await this._unary('EmitMessage', req, new Date(deadline), signal);
-        return { id: res.id, recipients: Number(res.recipients), duplicate: Boolean(res.duplicate) };
+        return { id: res.id, recipients: Number(res.recipients), duplicate: Boolean(res.duplicate), offset: Number(res.offset) };
       } catch (e) {
         err = e;
       }

@@ -16,5 +16,15 @@
 //	go run ./cmd/swbench -clients 10000 -emits 0 -hold 10s -pid $PID   # idle memory
 //	go run ./cmd/swbench -target socketio -url http://127.0.0.1:3000 -clients 1000 -emits 200
 //
+// With -attack MODE it loads a node as an attacker would instead, from one
+// address and without a token (slow readers, idle connections, gRPC
+// streams without a body, amplified metadata, big requests, wrong tokens,
+// refused upgrades, frame floods, scrapes, rapid reset, big headers),
+// while a bystander receives -rate emits a second, and reports the node's
+// answers, its memory, goroutines and CPU before, during and after, the
+// bystander's delays and how much the node logged:
+//
+//	go run ./cmd/swbench -attack slow-readers -payload 61440 -pid $PID -metrics http://127.0.0.1:6060/metrics
+//
 // It reads /proc and raises RLIMIT_NOFILE, so it is Linux only.
 package main

@@ -3,16 +3,21 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/switchboard-rt/switchboard/internal/attack"
 )
 
 func main() {
@@ -46,6 +51,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "limit for connecting and counting, and for the deliveries after the last emit")
 	fs.BoolVar(&asJSON, "json", false, "also print the result as one JSON line")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write swbench's own CPU profile to this file (is the load side the bottleneck?)")
+	var ac attackConfig
+	fs.StringVar(&ac.Mode, "attack", "", "run an attack instead of a benchmark: "+strings.Join(attack.Modes, ", "))
+	fs.IntVar(&ac.Size.Conns, "attack-conns", 0, "attack connections (default: the mode's)")
+	fs.IntVar(&ac.Size.Streams, "attack-streams", 0, "attack streams per connection (grpc-streams, grpc-metadata)")
+	fs.IntVar(&ac.Size.Workers, "attack-workers", 0, "attack requests in flight (grpc-big-requests, bad-token, bad-origin, metrics-scrape)")
+	fs.IntVar(&ac.Size.Bytes, "attack-bytes", 0, "bytes per attack request (bad-origin, big-headers, grpc-big-requests)")
+	fs.DurationVar(&ac.Duration, "attack-for", 10*time.Second, "how long the attack lasts")
+	fs.DurationVar(&ac.Settle, "settle", 3*time.Second, "quiet time measured before and after the attack")
+	fs.StringVar(&ac.From, "from", "", "source address of the attack (default 127.0.0.1 against loopback)")
+	fs.StringVar(&ac.BystanderFrom, "bystander-from", "", "source address of the bystander and its emits (default 127.0.0.2 against loopback)")
+	fs.StringVar(&ac.Metrics, "metrics", "", "the node's /metrics URL, for its heap and goroutines (default: http://HOST/metrics of -ws)")
+	fs.StringVar(&ac.LogFile, "log", "", "the file the node logs to: reports how much it grew during the attack")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: swbench [flags]\n\n"+
 			"Opens -clients WebSocket clients, waits until each is told the full count, publishes\n"+
@@ -53,7 +70,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"loss, duplicate or reordering, 2 on bad flags.\n\n"+
 			"  swbench -clients 1000 -emits 200 -pid $(pgrep -n switchboard)\n"+
 			"  swbench -clients 10000 -emits 0 -hold 10s -pid $PID\n"+
-			"  swbench -target socketio -url http://127.0.0.1:3000 -clients 1000 -emits 200\n\nflags:\n")
+			"  swbench -target socketio -url http://127.0.0.1:3000 -clients 1000 -emits 200\n"+
+			"  swbench -attack slow-readers -payload 61440 -pid $PID -metrics http://127.0.0.1:6060/metrics\n\n"+
+			"With -attack it loads the node as an attacker would instead (see README.md, Limits) and\n"+
+			"reports what that cost a bystander and the node.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +114,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if ac.Mode != "" {
+		if _, err := attack.New(ac.Mode, ac.Size); err != nil {
+			fmt.Fprintf(stderr, "swbench: %v\n", err)
+			return 2
+		}
+		ac.Payload = cfg.Payload
+		ac.Rate = cfg.Rate
+		if ac.Rate == 0 {
+			ac.Rate = 10
+		}
+		ws, _ := url.Parse(cfg.WSURL)
+		if ws != nil && isLoopback(ws.Host) {
+			ac.From = cmp.Or(ac.From, "127.0.0.1")
+			ac.BystanderFrom = cmp.Or(ac.BystanderFrom, "127.0.0.2")
+		}
+		if ac.Metrics == "" && ws != nil {
+			ac.Metrics = "http://" + ws.Host + "/metrics"
+		}
+		if err := runAttack(ctx, cfg, ac, stdout); err != nil {
+			fmt.Fprintf(stderr, "swbench: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	res, err := Run(ctx, cfg)
 	if res.Target != "" {
 		res.print(stdout)

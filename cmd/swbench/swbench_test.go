@@ -331,3 +331,29 @@ func (w *testWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// TestAttackCLI runs an attack as a user would: the report says what the
+// node answered, how the bystander and the node fared, and what it
+// counted.
+func TestAttackCLI(t *testing.T) {
+	t.Parallel()
+	srv := startSwitchboard(t, "s3cret")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-ws", "ws://" + srv.HTTPAddr() + "/ws", "-grpc", srv.GRPCAddr(), "-token", "s3cret",
+		"-pid", strconv.Itoa(os.Getpid()), "-attack", "grpc-streams", "-attack-streams", "500", "-attack-for", "1500ms", "-settle", "500ms"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d; want 0\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"attack grpc-streams from 127.0.0.1", "answers: ", "Unauthenticated: ",
+		"bystander during ", "node during ", "newcomers during the attack", `limit_rejections_total{limit="api_token"} +`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if code := run([]string{"-attack", "no-such-attack", "-settle", "0s", "-ws", "ws://" + srv.HTTPAddr() + "/ws", "-grpc", srv.GRPCAddr()}, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "unknown attack") {
+		t.Errorf("unknown attack: exit %d, %q; want 2 and the list of attacks", code, stderr.String())
+	}
+}

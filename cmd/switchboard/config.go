@@ -63,6 +63,16 @@ var options = []option{
 	{"admin-addr", "SWITCHBOARD_ADMIN_ADDR", "", "admin listener serving /debug/pprof/ and /metrics, such as 127.0.0.1:6060 (default: off)"},
 	{"log-format", "SWITCHBOARD_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "SWITCHBOARD_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
+	{"max-http-conns", "SWITCHBOARD_MAX_HTTP_CONNS", "10000", "most HTTP connections that are not WebSockets; past it, 503 at accept (0: no limit)"},
+	{"max-http-conns-per-ip", "SWITCHBOARD_MAX_HTTP_CONNS_PER_IP", "1000", "most of them from one address; past it, 429 at accept (0: no limit)"},
+	{"max-grpc-conns", "SWITCHBOARD_MAX_GRPC_CONNS", "1000", "most gRPC connections; past it, RESOURCE_EXHAUSTED at accept (0: no limit)"},
+	{"max-grpc-conns-per-ip", "SWITCHBOARD_MAX_GRPC_CONNS_PER_IP", "100", "most gRPC connections from one address (0: no limit)"},
+	{"max-grpc-streams", "SWITCHBOARD_MAX_GRPC_STREAMS", "256", "most gRPC calls in progress on one connection"},
+	{"idle-timeout", "SWITCHBOARD_IDLE_TIMEOUT", "30s", "an idle HTTP keep-alive, or a gRPC connection without a call, is closed after this"},
+	{"max-header-bytes", "SWITCHBOARD_MAX_HEADER_BYTES", "16384", "largest HTTP request headers (431 past it) and gRPC metadata"},
+	{"send-buffer", "SWITCHBOARD_SEND_BUFFER", "65536", "kernel send buffer of each browser connection (0: the system's)"},
+	{"max-queued-bytes", "SWITCHBOARD_MAX_QUEUED_BYTES", "268435456", "bytes queued to browsers that fell behind, in all; past it the furthest behind get 1013 (0: no limit)"},
+	{"public-metrics", "SWITCHBOARD_PUBLIC_METRICS", "true", "serve /metrics on the HTTP listener too (false: on the admin listener only)"},
 }
 
 // usageHead opens the help that -h prints, above the options.

@@ -27,11 +27,13 @@ func defaults() server.Config {
 		ShutdownTimeout: 10 * time.Second,
 		MaxDataBytes:    65536,
 		HandBackSpread:  3 * time.Second,
-		Hub:             hub.Config{CountInterval: 100 * time.Millisecond, MaxSubscriptions: 64, HistorySize: 1000, HistoryTTL: 5 * time.Minute},
+		Hub:             hub.Config{CountInterval: 100 * time.Millisecond, MaxSubscriptions: 64, HistorySize: 1000, HistoryTTL: 5 * time.Minute, MaxQueuedBytes: 256 << 20},
 		TLS:             server.TLSConfig{ReloadInterval: 5 * time.Second},
 		Limits: server.Limits{
 			MaxConns: 100000, MaxConnsPerIP: 1000, MaxFrameBytes: 4096,
 			FrameRate: 20, FrameBurst: 80, HandshakeTimeout: 5 * time.Second,
+			MaxHTTPConns: 10000, MaxHTTPConnsPerIP: 1000, MaxGRPCConns: 1000, MaxGRPCConnsPerIP: 100,
+			MaxGRPCStreams: 256, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 16384, SendBuffer: 65536,
 		},
 	}
 }

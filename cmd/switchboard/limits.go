@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -56,6 +57,44 @@ func parseLimits(cfg *server.Config, parse func(name string, fn func(string) err
 		return nil
 	})
 	parse("handshake-timeout", positiveDuration(&l.HandshakeTimeout))
+	parse("max-http-conns", limitCount(&l.MaxHTTPConns))
+	parse("max-http-conns-per-ip", limitCount(&l.MaxHTTPConnsPerIP))
+	parse("max-grpc-conns", limitCount(&l.MaxGRPCConns))
+	parse("max-grpc-conns-per-ip", limitCount(&l.MaxGRPCConnsPerIP))
+	parse("max-grpc-streams", positiveInt(&l.MaxGRPCStreams))
+	parse("idle-timeout", positiveDuration(&l.IdleTimeout))
+	parse("max-header-bytes", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1024 {
+			return errors.New("want a number of bytes, at least 1024")
+		}
+		l.MaxHeaderBytes = n
+		return nil
+	})
+	parse("send-buffer", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return errors.New("want a number of bytes, or 0 for the system's")
+		}
+		l.SendBuffer = cmp.Or(n, -1)
+		return nil
+	})
+	parse("max-queued-bytes", func(s string) error {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return errors.New("want a number of bytes, or 0 for no limit")
+		}
+		cfg.Hub.MaxQueuedBytes = cmp.Or(n, -1)
+		return nil
+	})
+	parse("public-metrics", func(s string) error {
+		public, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		cfg.PrivateMetrics = !public
+		return nil
+	})
 }
 
 // largestSubscribe returns the largest subscribe frame a browser library

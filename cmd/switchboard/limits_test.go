@@ -32,6 +32,17 @@ func TestParseLimits(t *testing.T) {
 				"SWITCHBOARD_EMIT_RATE":         "600/m",
 				"SWITCHBOARD_EMIT_BURST":        "20",
 				"SWITCHBOARD_HANDSHAKE_TIMEOUT": "2s",
+
+				"SWITCHBOARD_MAX_HTTP_CONNS":        "0",
+				"SWITCHBOARD_MAX_HTTP_CONNS_PER_IP": "50",
+				"SWITCHBOARD_MAX_GRPC_CONNS":        "20",
+				"SWITCHBOARD_MAX_GRPC_CONNS_PER_IP": "0",
+				"SWITCHBOARD_MAX_GRPC_STREAMS":      "32",
+				"SWITCHBOARD_IDLE_TIMEOUT":          "1m",
+				"SWITCHBOARD_MAX_HEADER_BYTES":      "8192",
+				"SWITCHBOARD_SEND_BUFFER":           "0",
+				"SWITCHBOARD_MAX_QUEUED_BYTES":      "0",
+				"SWITCHBOARD_PUBLIC_METRICS":        "false",
 			},
 			want: func(c *server.Config) {
 				c.Limits = server.Limits{
@@ -42,8 +53,12 @@ func TestParseLimits(t *testing.T) {
 						netip.MustParsePrefix("fd00::/64"),
 					},
 					FrameRate: -1, FrameBurst: 5, EmitRate: 10, EmitBurst: 20, HandshakeTimeout: 2 * time.Second,
+					MaxHTTPConns: -1, MaxHTTPConnsPerIP: 50, MaxGRPCConns: 20, MaxGRPCConnsPerIP: -1,
+					MaxGRPCStreams: 32, IdleTimeout: time.Minute, MaxHeaderBytes: 8192, SendBuffer: -1,
 				}
 				c.Hub.MaxSubscriptions = 8
+				c.Hub.MaxQueuedBytes = -1
+				c.PrivateMetrics = true
 			},
 		},
 		{
@@ -88,6 +103,14 @@ func TestParseLimitsErrors(t *testing.T) {
 		{"SWITCHBOARD_EMIT_RATE", "NaN/s"},
 		{"SWITCHBOARD_EMIT_BURST", "-1"},
 		{"SWITCHBOARD_HANDSHAKE_TIMEOUT", "0s"},
+		{"SWITCHBOARD_MAX_HTTP_CONNS", "-1"},
+		{"SWITCHBOARD_MAX_GRPC_CONNS_PER_IP", "lots"},
+		{"SWITCHBOARD_MAX_GRPC_STREAMS", "0"},
+		{"SWITCHBOARD_IDLE_TIMEOUT", "-1s"},
+		{"SWITCHBOARD_MAX_HEADER_BYTES", "100"},
+		{"SWITCHBOARD_SEND_BUFFER", "-1"},
+		{"SWITCHBOARD_MAX_QUEUED_BYTES", "1GB"},
+		{"SWITCHBOARD_PUBLIC_METRICS", "maybe"},
 	}
 	for _, tc := range tests {
 		_, _, err := parseConfig(nil, env(map[string]string{tc.env: tc.value}), io.Discard)

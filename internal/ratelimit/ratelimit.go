@@ -95,3 +95,16 @@ func (k *Keyed) Allow(key string, now time.Time) bool {
 	}
 	return b.Allow(now)
 }
+
+// Ready reports whether an event of key at now would fit its bucket,
+// without taking a token.
+func (k *Keyed) Ready(key string, now time.Time) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	b, ok := k.buckets[key]
+	if !ok {
+		return true
+	}
+	b.refill(now)
+	return b.tokens >= 1
+}

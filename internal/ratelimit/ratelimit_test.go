@@ -62,3 +62,24 @@ func TestKeyed(t *testing.T) {
 		t.Fatalf("buckets: got %d; want at most 3", got)
 	}
 }
+
+func TestKeyedReady(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1000, 0)
+	k := NewKeyed(1, 2, 0)
+	if !k.Ready("a", now) {
+		t.Fatal("Ready for an unknown key: got false; want true")
+	}
+	for range 2 {
+		k.Allow("a", now)
+	}
+	if k.Ready("a", now) {
+		t.Error("Ready with the burst spent: got true; want false")
+	}
+	if !k.Ready("a", now.Add(time.Second)) {
+		t.Error("Ready a second later: got false; want true")
+	}
+	if !k.Allow("a", now.Add(time.Second)) {
+		t.Error("Ready took the token: Allow got false; want true")
+	}
+}

@@ -25,6 +25,10 @@ const (
 // MaxControlPayload is the largest payload of a control frame.
 const MaxControlPayload = 125
 
+// MaxHeader is the longest frame header: 2 bytes, 8 of length and 4 of
+// masking key.
+const MaxHeader = 14
+
 // AppendHeader appends the header of a final frame with opcode and an
 // n-byte payload, with the mask bit set if masked; the masking key, which
 // follows, is the caller's.

@@ -44,6 +44,7 @@ type Client struct {
 	// once has one, and only the goroutine that owns the client touches it.
 	flushTimer *time.Timer
 	done       chan struct{} // closed once the writer has returned
+	bs         budgetState   // the client's part in the node's budget (see budget.go), under mu
 
 	subMu sync.Mutex
 	subs  map[string]struct{}
@@ -190,6 +191,7 @@ func (c *Client) SubscribeLast(channel string, last int) error {
 		}
 		c.queue = append(c.queue, frames...)
 		c.queued += n
+		c.h.budget.enqueued(c, n)
 		c.allowMore(len(frames), n)
 	}
 	c.mu.Unlock()
@@ -262,6 +264,7 @@ func (c *Client) Close() {
 	c.closed = true
 	c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 	c.queue, c.queued, c.count = nil, 0, nil
+	c.h.budget.clear(c)
 	c.mu.Unlock()
 	c.cancelWrite()
 	c.signal()
@@ -328,6 +331,7 @@ func (c *Client) kick(r Reason) {
 		c.reason = r
 		c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 		c.queue, c.queued, c.count = nil, 0, nil
+		c.h.budget.clear(c)
 	}
 	c.mu.Unlock()
 	if r == ReasonSlow {
@@ -361,11 +365,13 @@ func (c *Client) enqueue(frame []byte) int {
 		c.closed = true
 		c.reason = ReasonSlow
 		c.queue, c.queued, c.count = nil, 0, nil
+		c.h.budget.clear(c)
 		c.mu.Unlock()
 		return overflow
 	}
 	c.queue = append(c.queue, frame)
 	c.queued += len(frame)
+	c.h.budget.enqueued(c, len(frame))
 	c.mu.Unlock()
 	if c.writing.CompareAndSwap(false, true) {
 		return idle
@@ -442,6 +448,7 @@ func (c *Client) write(batch [][]byte) [][]byte {
 		return batch
 	}
 	batch, c.queue = c.queue, batch[:0]
+	c.h.budget.took(c, c.queued, len(c.count))
 	c.queued, c.extraFrames, c.extraBytes = 0, 0, 0
 	if c.count != nil {
 		batch = append(batch, c.count)
@@ -460,9 +467,13 @@ func (c *Client) write(batch [][]byte) [][]byte {
 	case err != nil:
 		go c.fail()
 	case kept:
+		c.mu.Lock()
+		c.h.budget.wrote(c, true, c.queued)
+		c.mu.Unlock()
 		go c.flush()
 	default:
 		c.mu.Lock()
+		c.h.budget.wrote(c, false, 0)
 		more := len(c.queue) > 0 || c.count != nil || c.closed
 		if !more {
 			c.writing.Store(false)
@@ -488,6 +499,9 @@ func (c *Client) flush() {
 		c.fail()
 		return
 	}
+	c.mu.Lock()
+	c.h.budget.flushed(c)
+	c.mu.Unlock()
 	c.h.pool.push(c)
 }
 
@@ -515,6 +529,7 @@ func (c *Client) fail() {
 		c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
 		c.queue, c.queued, c.count = nil, 0, nil
 	}
+	c.h.budget.clear(c)
 	c.finished = true
 	reason := c.reason
 	c.mu.Unlock()

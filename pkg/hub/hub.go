@@ -47,6 +47,15 @@ type Config struct {
 	// Together with QueueFrames it caps the memory one stalled browser can
 	// hold.
 	QueueBytes int
+	// MaxQueuedBytes bounds the bytes queued to the clients that fell
+	// behind (whose last write the transport could not finish at once),
+	// all together, as if each held its own copy of its frames: past it,
+	// those holding the most are dropped as slow, until the rest fit (see
+	// budget.go). Default: 256 MiB; negative: no limit.
+	MaxQueuedBytes int64
+	// OnOverBudget, if set, is called each time a client is dropped for
+	// MaxQueuedBytes, for metrics.
+	OnOverBudget func()
 	// WriteTimeout bounds one write to a client; a client that takes longer
 	// is disconnected. Default: 10s.
 	WriteTimeout time.Duration
@@ -98,6 +107,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.QueueBytes <= 0 {
 		c.QueueBytes = 4 << 20
+	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = 256 << 20
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
@@ -157,6 +169,7 @@ type Hub struct {
 	assigned uint64       // the last offset given to a message; under emitMu
 	follow   *followState // the follower, if any; under emitMu
 	pool     writerPool
+	budget   budget // bytes held for clients behind, across the node
 
 	remoteMu sync.RWMutex
 	remote   map[string]Counts // other nodes' counts, by node
@@ -205,6 +218,7 @@ func New(cfg Config) (*Hub, error) {
 		msgs:        msglog.New(msglog.Config{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}),
 	}
 	h.keys.init(cfg.IdempotencyKeys, cfg.IdempotencyTTL)
+	h.budget.init(h, cfg.MaxQueuedBytes, cfg.OnOverBudget)
 	for i := range h.clients {
 		h.clients[i].clients = make(map[*Client]struct{})
 		h.channels[i].channels = make(map[string]map[*Client]struct{})
@@ -425,8 +439,11 @@ type Stats struct {
 	Emitted atomic.Int64
 	// Delivered counts message frames queued to clients.
 	Delivered atomic.Int64
-	// SlowDisconnects counts clients dropped for a full send queue.
+	// SlowDisconnects counts clients dropped for a full send queue, or
+	// for the node's budget of queued bytes.
 	SlowDisconnects atomic.Int64
+	// BudgetDrops counts the clients dropped for Config.MaxQueuedBytes.
+	BudgetDrops atomic.Int64
 	// WriteFailures counts clients dropped for a failed or timed-out write.
 	WriteFailures atomic.Int64
 	// DroppedOverflow counts frames thrown away because a client's queue

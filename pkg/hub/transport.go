@@ -5,7 +5,9 @@ type Transport interface {
 	// Write sends frames, in order, each as one text message, without
 	// waiting for the peer: it gives the connection what it takes at once
 	// and keeps the rest, reporting whether it kept any. It must not
-	// retain frames (the slice) after it returns. The hub calls Write and
+	// retain the slice frames after it returns, but may keep the frames
+	// themselves, which the hub shares among recipients and never
+	// changes, until its Flush returns. The hub calls Write and
 	// Flush from one goroutine at a time, never while holding a lock, and
 	// calls Flush before Write again whenever Write kept frames.
 	Write(frames [][]byte) (kept bool, err error)

@@ -26,13 +26,16 @@ import (
 	"github.com/switchboard-rt/switchboard/pkg/msglog"
 )
 
-// Bounds of one message of a log copy or of live entries, well within
-// gRPC's default 4 MiB: a chunk closes at chunkEntries entries, or once it
-// holds chunkBytes of frames.
+// Bounds of one message of a log copy or of live entries: a chunk closes
+// at chunkEntries entries, or once it holds chunkBytes of frames, and holds
+// at most chunkKeys idempotency keys (each at most 128 bytes, with an id as
+// long). The nodes take messages of 4 × the data limit + 64 KiB, at least
+// 320 KiB, and one frame is at most about the data limit: a chunk always
+// fits.
 const (
 	chunkEntries = 512
-	chunkKeys    = 4096
-	chunkBytes   = 1 << 20
+	chunkKeys    = 512
+	chunkBytes   = 128 << 10
 )
 
 // logTimeout bounds how long one side waits for the other's log copy.

@@ -85,7 +85,7 @@ func (l *Link) Run(ctx context.Context) {
 		case refusal(code):
 			// A setting to fix, not a moment's trouble: say so once.
 			if code != warned {
-				l.cfg.Logger.Warn("standby: the primary refuses to share its message log; the pair needs the same SWITCHBOARD_API_TOKEN (and versions that both have it)", "err", err)
+				l.cfg.Logger.Warn("standby: the primary refuses to share its message log; the pair needs the same SWITCHBOARD_API_TOKEN and SWITCHBOARD_MAX_DATA_BYTES, and one version", "err", err)
 				warned = code
 			}
 		default:
@@ -106,7 +106,7 @@ func (l *Link) Run(ctx context.Context) {
 // not mend.
 func refusal(code codes.Code) bool {
 	switch code {
-	case codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented, codes.InvalidArgument:
+	case codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented, codes.InvalidArgument, codes.ResourceExhausted:
 		return true
 	}
 	return false

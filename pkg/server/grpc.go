@@ -3,35 +3,38 @@ package server
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"log/slog"
-	"strings"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/switchboard-rt/switchboard/internal/lograte"
 )
 
 // serverOptions returns the interceptor chain every call passes:
 // recovery, request id, Prometheus metrics (when m is not nil), logging,
-// with a token bearer auth for all but health and reflection, and
-// recovery again.
-func serverOptions(log *slog.Logger, token string, m *grpcprom.ServerMetrics) []grpc.ServerOption {
+// and recovery again. The API token is checked before any of them, by
+// grpcGuard. Finished calls are logged at most once a second for each
+// method and code, with the number of calls since the last line, so that
+// a caller repeating a bad call cannot flood the log.
+func serverOptions(log *slog.Logger, m *grpcprom.ServerMetrics) []grpc.ServerOption {
 	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in gRPC handler", append([]any{"panic", p}, logging.ExtractFields(ctx)...)...)
 		return status.Error(codes.Internal, "internal error")
 	})
+	calls := lograte.New(log, 0)
 	logger := logging.LoggerFunc(func(ctx context.Context, l logging.Level, msg string, fields ...any) {
-		log.Log(ctx, slog.Level(l), msg, fields...)
+		if slog.Level(l) <= slog.LevelDebug {
+			log.Log(ctx, slog.Level(l), msg, fields...)
+			return
+		}
+		calls.LogKey(ctx, callKind(fields), slog.Level(l), msg, fields...)
 	})
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
@@ -44,38 +47,28 @@ func serverOptions(log *slog.Logger, token string, m *grpcprom.ServerMetrics) []
 		unary = append(unary, m.UnaryServerInterceptor())
 		stream = append(stream, m.StreamServerInterceptor())
 	}
-	unary = append(unary, logging.UnaryServerInterceptor(logger, logOpts...))
-	stream = append(stream, logging.StreamServerInterceptor(logger, logOpts...))
-	if token != "" {
-		authFn := bearerAuth(token)
-		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), selector.MatchFunc(needsAuth)))
-		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFn), selector.MatchFunc(needsAuth)))
-	}
-	unary = append(unary, recovery.UnaryServerInterceptor(onPanic))
-	stream = append(stream, recovery.StreamServerInterceptor(onPanic))
+	unary = append(unary, logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(onPanic))
+	stream = append(stream, logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(onPanic))
 	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}
 }
 
-// needsAuth exempts health checks and reflection, so probes and grpcurl
-// work without the token.
-func needsAuth(_ context.Context, c interceptors.CallMeta) bool {
-	return c.Service != healthpb.Health_ServiceDesc.ServiceName && !strings.HasPrefix(c.Service, "grpc.reflection.")
-}
-
-// bearerAuth accepts calls whose bearer token equals token, comparing in
-// constant time.
-func bearerAuth(token string) auth.AuthFunc {
-	want := []byte(token)
-	return func(ctx context.Context) (context.Context, error) {
-		got, err := auth.AuthFromMD(ctx, "bearer")
-		if err != nil {
-			return nil, err
+// callKind names a logged call by its method and code, from the logging
+// interceptor's fields: the methods are the server's, so the kinds are
+// few.
+func callKind(fields []any) string {
+	var service, method, code string
+	for i := 0; i+1 < len(fields); i += 2 {
+		v, _ := fields[i+1].(string)
+		switch fields[i] {
+		case logging.ServiceFieldKey:
+			service = v
+		case logging.MethodFieldKey:
+			method = v
+		case "grpc.code":
+			code = v
 		}
-		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
-			return nil, status.Error(codes.Unauthenticated, "invalid API token")
-		}
-		return ctx, nil
 	}
+	return service + "/" + method + " " + code
 }
 
 // RequestIDKey is the metadata key of a call's request id: taken from the

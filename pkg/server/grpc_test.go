@@ -190,7 +190,6 @@ func TestBadRequests(t *testing.T) {
 		{"too deep", emit(&switchboardv1.EmitMessageRequest{Event: "E", Data: nested(control.MaxDataDepth+1, structpb.NewNullValue())})},
 		{"too deep, empty", emit(&switchboardv1.EmitMessageRequest{Event: "E", Data: nested(control.MaxDataDepth+1, structpb.NewListValue(&structpb.ListValue{}))})},
 		{"data over MaxDataBytes", emit(&switchboardv1.EmitMessageRequest{Event: "E", Data: structpb.NewStringValue(big)})},
-		{"data far over MaxDataBytes", emit(&switchboardv1.EmitMessageRequest{Event: "E", Data: structpb.NewStringValue(strings.Repeat(big, 8))})},
 		{"GetOnlineCount, bad channel", func(ctx context.Context) error {
 			_, err := n.api.GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{Channel: "a\tb"})
 			return err
@@ -215,6 +214,17 @@ func TestBadRequests(t *testing.T) {
 					t.Errorf("got %v (%v); want %v", got, err, codes.InvalidArgument)
 				}
 			})
+		}
+	})
+
+	// Data past the gRPC request size limit is refused before it is
+	// decoded.
+	t.Run("data far over MaxDataBytes", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		err := emit(&switchboardv1.EmitMessageRequest{Event: "E", Data: structpb.NewStringValue(strings.Repeat(big, 8))})(ctx)
+		if got := status.Code(err); got != codes.ResourceExhausted {
+			t.Errorf("got %v (%v); want %v", got, err, codes.ResourceExhausted)
 		}
 	})
 

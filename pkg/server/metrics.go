@@ -1,14 +1,21 @@
 package server
 
 import (
+	"maps"
 	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
+	"github.com/switchboard-rt/switchboard/internal/ratelimit"
 	"github.com/switchboard-rt/switchboard/pkg/metrics"
 )
 
@@ -104,11 +111,82 @@ func (s *Server) initMetrics() {
 		gauge("switchboard_uptime_seconds", "Seconds since the node started.",
 			func() float64 { return time.Since(s.started).Seconds() }),
 	)
-	s.metricsHandler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+	s.metricsHandler = promhttp.HandlerFor(withoutHostNetwork{reg}, promhttp.HandlerOpts{
 		ErrorLog:          promLogger{s},
 		Registry:          reg, // promhttp_metric_handler_errors_total
 		EnableOpenMetrics: false,
 	})
+	s.publicMetrics = &metricsCache{h: s.metricsHandler, rate: 5, burst: 10}
+}
+
+// withoutHostNetwork leaves out the process collector's network counters:
+// they count the traffic of the whole network namespace, not the node's,
+// which is no business of whoever reads /metrics.
+type withoutHostNetwork struct{ prometheus.Gatherer }
+
+func (g withoutHostNetwork) Gather() ([]*dto.MetricFamily, error) {
+	mfs, err := g.Gatherer.Gather()
+	return slices.DeleteFunc(mfs, func(mf *dto.MetricFamily) bool {
+		return strings.HasPrefix(mf.GetName(), "process_network_")
+	}), err
+}
+
+// metricsCache answers the public /metrics: anyone can reach the public
+// listener, and a scrape costs far more than a probe, so past a few
+// gathers a second (rate, bursts of burst) scrapes get the last one
+// rendered for their format and encoding. Scrapes that arrive while one
+// renders wait for it.
+type metricsCache struct {
+	h     http.Handler
+	rate  float64
+	burst int
+
+	mu      sync.Mutex
+	gathers ratelimit.Bucket
+	started bool
+	entries [4]cachedScrape // by metricsVariant
+}
+
+type cachedScrape struct {
+	code   int
+	header http.Header
+	body   []byte
+}
+
+// metricsVariant is the rendering a request asks for: protobuf or text,
+// gzipped or not; anything else in its headers is ignored.
+func metricsVariant(r *http.Request) (i int, accept, encoding string) {
+	accept, encoding = "text/plain;version=0.0.4", "identity"
+	if a := r.Header.Get("Accept"); strings.Contains(a, "application/vnd.google.protobuf") {
+		i, accept = 1, a
+	}
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		i, encoding = i+2, "gzip"
+	}
+	return i, accept, encoding
+}
+
+func (c *metricsCache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	i, accept, encoding := metricsVariant(r)
+	now := time.Now()
+	c.mu.Lock()
+	if !c.started {
+		c.gathers, c.started = ratelimit.NewBucket(c.rate, c.burst, now), true
+	}
+	e := &c.entries[i]
+	if e.header == nil || c.gathers.Allow(now) {
+		req := httptest.NewRequestWithContext(r.Context(), http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept", accept)
+		req.Header.Set("Accept-Encoding", encoding)
+		rec := httptest.NewRecorder()
+		c.h.ServeHTTP(rec, req)
+		*e = cachedScrape{code: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+	}
+	code, header, body := e.code, e.header, e.body
+	c.mu.Unlock()
+	maps.Copy(w.Header(), header)
+	w.WriteHeader(code)
+	w.Write(body)
 }
 
 // Metrics returns the counters the node's transports increment, such as
@@ -118,9 +196,21 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 // Registry returns the node's Prometheus registry, served on /metrics.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// serveMetrics serves the registry in the Prometheus text format.
+// serveMetrics serves the registry in the Prometheus text format, fresh:
+// the admin listener's /metrics.
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	s.metricsHandler.ServeHTTP(w, r)
+}
+
+// servePublicMetrics serves the HTTP listener's /metrics: the registry
+// gathered at most five times a second (see metricsCache), or 404 with
+// PrivateMetrics.
+func (s *Server) servePublicMetrics(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.PrivateMetrics {
+		http.Error(w, "metrics are served on the admin listener only", http.StatusNotFound)
+		return
+	}
+	s.publicMetrics.ServeHTTP(w, r)
 }
 
 // promLogger logs the errors of a scrape.

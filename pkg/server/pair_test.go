@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
 )
@@ -197,4 +198,24 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+// TestPairCopiesALogOfLargeMessages: the log copy and the entries fit the
+// nodes' message size limit, whatever the messages' size.
+func TestPairCopiesALogOfLargeMessages(t *testing.T) {
+	t.Parallel()
+	primaryAddr := freeAddr(t)
+	primary := startNode(t, Config{GRPCAddr: primaryAddr})
+	big := structpb.NewStringValue(strings.Repeat("x", 60<<10))
+	for i := range 40 {
+		primary.emit(t, &switchboardv1.EmitMessageRequest{Event: "Big", Data: big, IdempotencyKey: fmt.Sprintf("%0128d", i)})
+	}
+	standby := startNode(t, Config{PrimaryAddr: primaryAddr})
+	waitFollowing(t, primary, standby)
+	for range 5 {
+		primary.emit(t, &switchboardv1.EmitMessageRequest{Event: "Big", Data: big})
+	}
+	if p, s := primary.srv.hub.Position(), standby.srv.hub.Position(); p != s || p.Offset != 45 {
+		t.Errorf("positions: primary %+v, standby %+v; want both at 45", p, s)
+	}
 }

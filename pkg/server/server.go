@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	pairv1 "github.com/switchboard-rt/switchboard/gen/switchboard/pair/v1"
@@ -36,8 +37,8 @@ import (
 // Config configures a node. The zero value listens on the contract's
 // default addresses.
 type Config struct {
-	// HTTPAddr is where browsers connect (/ws, /client.js) and probes look (/healthz,
-	// /readyz, /metrics). Default: ":8080".
+	// HTTPAddr is where browsers connect (/ws, /client.js, /client.mjs,
+	// /client.d.ts) and probes look (/healthz, /readyz, /metrics). Default: ":8080".
 	HTTPAddr string
 	// GRPCAddr is where web servers call the API. Default: ":9090" with an
 	// APIToken, "127.0.0.1:9090" without one.
@@ -102,33 +103,43 @@ type Config struct {
 	// pprof reveals the process's internals and can cost CPU: bind it to
 	// loopback or a private network.
 	AdminAddr string
+	// PrivateMetrics serves /metrics on the admin listener only: the HTTP
+	// listener's answers 404. /metrics tells whoever reads it the Go
+	// version, the counts, the uptime and the refusals. Default: false,
+	// /metrics on both, the HTTP listener's gathered at most five times a
+	// second, bursts of ten.
+	PrivateMetrics bool
 	// Logger receives the node's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
 
 // Server is one Switchboard node with its listeners bound.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	hub     *hub.Hub
-	httpLn  net.Listener
-	grpcLn  net.Listener
-	httpSrv *http.Server
-	grpcSrv *grpc.Server
-	health  *healthService
-	edge    *wsedge.Handler
-	api     *control.Service
-	ready   atomic.Bool
-	state   atomic.Int32    // stateActive, or a standby's stateUnknown or statePassive
-	standby *standby        // nil for a primary
-	pair    *pair.Service   // the log service of a primary; nil for a standby and in a cluster
-	member  *cluster.Member // nil outside a cluster
-	started time.Time
+	cfg       Config
+	log       *slog.Logger
+	hub       *hub.Hub
+	httpLn    net.Listener
+	grpcLn    net.Listener
+	httpConns *connLimiter // the HTTP listener's connections, under TLS if any
+	grpcConns *connLimiter
+	httpSrv   *http.Server
+	grpcSrv   *grpc.Server
+	health    *healthService
+	edge      *wsedge.Handler
+	api       *control.Service
+	ready     atomic.Bool
+	state     atomic.Int32    // stateActive, a standby's stateUnknown or statePassive, a primary's stateSyncing, a member's stateJoining
+	standby   *standby        // nil for a primary
+	pair      *pair.Service   // the log service of a primary; nil for a standby and in a cluster
+	member    *cluster.Member // nil outside a cluster
+	started   time.Time
 
+	rejected       map[string]*atomic.Int64 // by the limits in nodeLimits
 	reg            *prometheus.Registry
 	metrics        *metrics.Metrics
 	grpcMetrics    *grpcprom.ServerMetrics
 	metricsHandler http.Handler
+	publicMetrics  *metricsCache
 	httpCerts      *certs.Store // nil without TLS
 	grpcCerts      *certs.Store // nil without TLS; may be httpCerts
 	adminLn        net.Listener // nil without AdminAddr
@@ -183,7 +194,10 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}
 
-	s := &Server{cfg: cfg, log: cfg.Logger, started: time.Now()}
+	s := &Server{cfg: cfg, log: cfg.Logger, started: time.Now(), rejected: newRejections()}
+	if cfg.Hub.OnOverBudget == nil {
+		cfg.Hub.OnOverBudget = func() { s.countRejection(hub.LimitQueuedBytes) }
+	}
 	if len(cfg.Cluster.URLs) > 0 {
 		if err := s.joinCluster(); err != nil {
 			return nil, err
@@ -213,10 +227,13 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("failed to listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 	}
-	s.httpLn = s.tlsListener(s.httpLn)
+	s.httpConns = s.limitHTTP(s.httpLn)
+	s.httpLn = s.tlsListener(s.httpConns)
 	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("failed to listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
+	s.grpcConns = s.limitGRPC(s.grpcLn)
+	s.grpcLn = s.grpcConns
 	if cfg.AdminAddr != "" {
 		if s.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
 			return nil, fmt.Errorf("failed to listen for the admin listener on %s: %w", cfg.AdminAddr, err)
@@ -238,7 +255,18 @@ func New(cfg Config) (_ *Server, err error) {
 	s.health = newHealthService()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(switchboardv1.SwitchboardService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	s.grpcSrv = grpc.NewServer(append(s.grpcOptions(), grpc.MaxRecvMsgSize(maxRecvMsgSize(cfg.MaxDataBytes)), grpc.ConnectionTimeout(cfg.Limits.handshakeTimeout()))...)
+	l := cfg.Limits
+	guard := s.guard()
+	s.grpcConns.admits = guard.admits
+	s.grpcSrv = grpc.NewServer(append(s.grpcOptions(),
+		grpc.InTapHandle(guard.tap),
+		grpc.StatsHandler(guard),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize(cfg.MaxDataBytes)),
+		grpc.ConnectionTimeout(l.handshakeTimeout()),
+		grpc.MaxConcurrentStreams(uint32(max(1, l.maxGRPCStreams()))),
+		grpc.MaxHeaderListSize(uint32(max(1024, l.maxHeaderBytes()))),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: l.idleTimeout()}),
+	)...)
 	s.api = control.New(s.controlLimits(control.Config{Hub: s.hub, MaxDataBytes: cfg.MaxDataBytes}))
 	switchboardv1.RegisterSwitchboardServiceServer(s.grpcSrv, s.api)
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
@@ -271,6 +299,8 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	})
 	mux.Handle("GET /client.js", web.ClientHandler())
+	mux.Handle("GET /client.mjs", web.ModuleHandler())
+	mux.Handle("GET /client.d.ts", web.TypesHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -295,26 +325,35 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	mux.HandleFunc("GET /metrics", s.servePublicMetrics)
 	s.httpSrv = &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: cfg.Limits.handshakeTimeout(),
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ReadHeaderTimeout: l.handshakeTimeout(),
+		IdleTimeout:       l.idleTimeout(),
+		MaxHeaderBytes:    max(1024, l.maxHeaderBytes()),
+		// An upgraded connection leaves the HTTP listener's count: the
+		// edge counts it from then on.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateHijacked {
+				handOff(c)
+			}
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	s.checkFileLimit()
 	return s, nil
 }
 
 // maxRecvMsgSize leaves room around the data limit for the request's other
-// fields and protobuf's own encoding of the value, and never goes below
-// gRPC's default of 4 MiB: up to there, oversized data fails with the
-// contract's INVALID_ARGUMENT and a message naming the limit, rather than
-// the transport's RESOURCE_EXHAUSTED.
+// fields and protobuf's own encoding of the value (up to four times the
+// JSON's size, for lists of small numbers). Data past it fails with the
+// transport's RESOURCE_EXHAUSTED before it is decoded, data within it and
+// over the limit with the contract's INVALID_ARGUMENT.
 func maxRecvMsgSize(maxData int) int {
 	if maxData <= 0 {
 		maxData = control.DefaultMaxDataBytes
 	}
-	return max(4*maxData+64<<10, 4<<20)
+	return 4*maxData + 64<<10
 }
 
 func isLoopback(addr string) (bool, error) {

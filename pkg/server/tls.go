@@ -162,7 +162,7 @@ func (s *Server) tlsListener(ln net.Listener) net.Listener {
 // grpcOptions returns the gRPC server's interceptors and, with a
 // certificate, its TLS credentials.
 func (s *Server) grpcOptions() []grpc.ServerOption {
-	opts := serverOptions(s.log, s.cfg.APIToken, s.grpcMetrics)
+	opts := serverOptions(s.log, s.grpcMetrics)
 	if s.grpcCerts != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.grpcCerts.ServerConfig("h2"))))
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/switchboard-rt/switchboard/internal/ratelimit"
 	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 )
@@ -54,9 +53,6 @@ type conn struct {
 	closing atomic.Bool // the edge is closing the connection: drop the hub's frames
 	heard   atomic.Bool // the browser sent something since the last ping
 
-	// Used by the reader only, one reader at a time.
-	bucket ratelimit.Bucket
-
 	polled atomic.Bool // the poller watches the connection
 
 	pingMu      sync.Mutex
@@ -96,8 +92,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 // connection, else by a reader of its own.
 func (c *conn) start() {
 	if c.h.frameRate > 0 {
-		c.bucket = ratelimit.NewBucket(c.h.frameRate, c.h.frameBurst, time.Now())
+		c.sock.in.limit(c.h.frameRate, c.h.frameBurst, time.Now())
 	}
+	c.sock.setSendBuffer(c.h.sendBuffer)
 	c.pingTimer = time.AfterFunc(c.h.ping, c.ping)
 	p := c.h.poller()
 	polled := p != nil && c.sock.raw != nil
@@ -254,12 +251,13 @@ func (c *conn) readMessage() (*closeReason, bool) {
 		h.reject(LimitFrameSize)
 		return &closeReason{closeTooBig, fmt.Sprintf("frame larger than %d bytes", h.limit)}, false
 	}
+	if c.sock.in.exceeded() {
+		// Whatever the library made of the failed read.
+		h.reject(LimitFrameRate)
+		return &closeReason{closePolicy, errFrameRate.Error()}, false
+	}
 	if err != nil {
 		return nil, false // closed or failed
-	}
-	if h.frameRate > 0 && !c.bucket.Allow(time.Now()) {
-		h.reject(LimitFrameRate)
-		return &closeReason{closePolicy, "rate limit exceeded"}, false
 	}
 	if typ != websocket.MessageText {
 		h.reject(LimitInvalidFrame)

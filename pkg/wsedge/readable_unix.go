@@ -8,7 +8,7 @@ import "syscall"
 // holds bytes, or the socket holds bytes, an end of file or an error. It
 // reports true when it cannot tell.
 func (s *socket) hasInput() bool {
-	if s.br.Buffered() > 0 || s.raw == nil {
+	if s.br.Buffered() > 0 || s.in.buffered() || s.raw == nil {
 		return true
 	}
 	ready := true
@@ -21,7 +21,7 @@ func (s *socket) hasInput() bool {
 // waitReadable blocks until hasInput would report true, on a shallow
 // stack; it reads nothing.
 func (s *socket) waitReadable() error {
-	if s.br.Buffered() > 0 || s.raw == nil {
+	if s.br.Buffered() > 0 || s.in.buffered() || s.raw == nil {
 		return nil
 	}
 	return s.raw.Read(peekInput)

@@ -3,6 +3,7 @@ package wsedge
 import (
 	"bufio"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -16,12 +17,13 @@ import (
 // The library writes control frames (pings, pongs, the close frame)
 // through its buffered writer, which flushes each whole frame into Write.
 // The hub's frames skip the library: a server frame is unmasked and, with
-// compression off, just a header and the payload, so writeText encodes a
-// batch into one pooled buffer and sends it in one syscall, without the
-// lock, context watch and flush the library spends on every frame. It never
-// waits for the browser, since the hub writes for many clients from a few
-// goroutines: what the socket does not take at once is kept, and the hub
-// has flush write it from a goroutine of the client's own. Both paths write
+// compression off, just a header and the payload, so writeText writes a
+// batch's headers and its payloads, the hub's shared bytes, in one writev
+// (see outbox), without the lock, context watch and flush the library
+// spends on every frame. It never waits for the browser, since the hub
+// writes for many clients from a few goroutines: what the socket does not
+// take at once is kept, by reference, and the hub has flush write it from
+// a goroutine of the client's own. Both paths write
 // under mu, kept bytes before any later frame, so every frame reaches the
 // socket whole, and no data frame follows a close frame.
 type socket struct {
@@ -32,6 +34,9 @@ type socket struct {
 	// file descriptor (TLS).
 	br  *bufio.Reader
 	raw syscall.RawConn
+	in  frameCounter    // what br reads, through rc
+	rc  countedConn     // the connection the library gets
+	tcp syscall.RawConn // the TCP socket, under TLS too; nil without a descriptor
 
 	mu        sync.Mutex // held while writing to conn
 	closeSent bool       // the library has written a close frame
@@ -39,12 +44,13 @@ type socket struct {
 	// lock of its own because writeText, which must not wait, keeps its
 	// whole batch without taking mu while another write holds it.
 	keptMu sync.Mutex
-	kept   *[]byte
-	// send's state, for sendFn (trySend bound to the socket).
+	kept   *outbox
+	// send's state, for sendFn (trySend bound to the socket), under mu.
 	sendFn  func(fd uintptr) bool
-	out     []byte
-	sent    int
+	out     *outbox
+	wait    bool // wait for the socket rather than return what it refused
 	sendErr error
+	iov     iovecs
 }
 
 // Write takes a flush of the library's buffered writer: one whole control
@@ -62,91 +68,152 @@ func (s *socket) Write(p []byte) (int, error) {
 	return s.conn.Write(p)
 }
 
-var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+// outbox is a batch of frames on its way to the socket: each frame's
+// header, with the small payloads, copied into one buffer, and the larger
+// payloads by reference. The hub shares one frame among all its
+// recipients and never changes it, so a batch that waits for a slow
+// browser costs it its headers and a few KiB of copies, not a copy of
+// what it waits for.
+type outbox struct {
+	head []byte      // headers and small payloads, back to back
+	bufs net.Buffers // what is left to write, in order: slices of head, and payloads
+}
 
-// maxPooledBuffer keeps a rare huge batch from pinning its buffer in the pool.
-const maxPooledBuffer = 64 << 10
+// A payload of at most copyMax bytes is copied next to its header, as long
+// as the batch's copies stay within maxCopied: small frames cost less to
+// copy than to hand the kernel as iovecs of their own, and a slow browser
+// still keeps at most maxCopied of copies.
+const (
+	copyMax   = 512
+	maxCopied = 16 << 10
+)
 
-// putBuffer returns a buffer to frameBuffers, unless it grew too large.
-func putBuffer(bp *[]byte) {
-	if cap(*bp) <= maxPooledBuffer {
-		*bp = (*bp)[:0]
-		frameBuffers.Put(bp)
+var outboxes = sync.Pool{New: func() any { return &outbox{head: make([]byte, 0, 512)} }}
+
+// newOutbox encodes payloads as text frames.
+func newOutbox(payloads [][]byte) *outbox {
+	o := outboxes.Get().(*outbox)
+	size, copied := 0, 0
+	for _, p := range payloads {
+		size += wsframe.MaxHeader
+		if len(p) <= copyMax && copied+len(p) <= maxCopied {
+			copied += len(p)
+		}
 	}
+	// head never grows below, so the slices of it stay valid.
+	o.head = slices.Grow(o.head[:0], size+copied)
+	start := 0
+	copied = 0
+	for _, p := range payloads {
+		o.head = wsframe.AppendHeader(o.head, wsframe.OpText, len(p), false)
+		if len(p) <= copyMax && copied+len(p) <= maxCopied {
+			copied += len(p)
+			o.head = append(o.head, p...)
+			continue
+		}
+		o.bufs = append(o.bufs, o.head[start:len(o.head)], p)
+		start = len(o.head)
+	}
+	if start < len(o.head) {
+		o.bufs = append(o.bufs, o.head[start:len(o.head)])
+	}
+	return o
+}
+
+// maxPooledHead keeps a rare huge batch from pinning its buffers in the pool.
+const maxPooledHead = 64 << 10
+
+// free drops the outbox's references and returns it to the pool.
+func (o *outbox) free() {
+	clear(o.bufs[:cap(o.bufs)])
+	o.bufs = o.bufs[:0]
+	if cap(o.head) <= maxPooledHead && cap(o.bufs) <= maxPooledHead/16 {
+		o.head = o.head[:0]
+		outboxes.Put(o)
+	}
+}
+
+// advance drops the first n bytes written.
+func (o *outbox) advance(n int) {
+	i := 0
+	for i < len(o.bufs) && n >= len(o.bufs[i]) {
+		n -= len(o.bufs[i])
+		o.bufs[i] = nil
+		i++
+	}
+	if i < len(o.bufs) {
+		o.bufs[i] = o.bufs[i][n:]
+	}
+	o.bufs = o.bufs[i:]
 }
 
 // writeText sends each payload as one text message, all in one write,
 // without blocking: what the socket does not take at once is kept, and
 // reported, until flush writes it. If another write holds the socket (a
 // control frame, perhaps waiting on a slow peer), the whole batch is kept.
-// Once a close frame has gone out it sends nothing.
+// Once a close frame has gone out it sends nothing. It keeps references
+// to the payloads, not copies: they must not change until flush returns.
 func (s *socket) writeText(payloads [][]byte) (kept bool, err error) {
-	bp := frameBuffers.Get().(*[]byte)
-	b := (*bp)[:0]
-	for _, p := range payloads {
-		b = wsframe.AppendHeader(b, wsframe.OpText, len(p), false)
-		b = append(b, p...)
-	}
-	*bp = b
+	o := newOutbox(payloads)
 	if !s.mu.TryLock() {
-		s.keep(bp)
+		s.keep(o)
 		return true, nil
 	}
 	defer s.mu.Unlock()
 	if s.closeSent {
-		putBuffer(bp)
+		o.free()
 		return false, nil
 	}
-	n, err := s.send(b)
-	if err != nil || n == len(b) {
-		putBuffer(bp)
+	if err := s.send(o); err != nil || len(o.bufs) == 0 {
+		o.free()
 		return false, err
 	}
-	*bp = b[:copy(b, b[n:])]
-	s.keep(bp)
+	s.keep(o)
 	return true, nil
 }
 
-// keep holds the frames in *bp, a pooled buffer, for flush. The hub
-// calls flush before it calls writeText again, so nothing else is kept.
-func (s *socket) keep(bp *[]byte) {
+// keep holds the outbox for flush. The hub calls flush before it calls
+// writeText again, so nothing else is kept.
+func (s *socket) keep(o *outbox) {
 	s.keptMu.Lock()
-	s.kept = bp
+	s.kept = o
 	s.keptMu.Unlock()
 }
 
-// send writes b without waiting for the socket to become writable, and
-// returns how much it took. A connection without a file descriptor takes
-// nothing this way: its writes all go through flush.
-func (s *socket) send(b []byte) (int, error) {
-	if s.raw == nil {
-		return 0, nil
+// send writes what it can of o without waiting for the socket to become
+// writable, advancing o past it. A connection without a file descriptor
+// takes nothing this way: its writes all go through flush.
+func (s *socket) send(o *outbox) error {
+	if s.raw == nil || !haveWritev {
+		return nil
 	}
-	s.out, s.sent, s.sendErr = b, 0, nil
+	s.out, s.sendErr, s.wait = o, nil, false
 	err := s.raw.Write(s.sendFn)
-	n := s.sent
 	if err == nil {
 		err = s.sendErr
 	}
 	s.out, s.sendErr = nil, nil
-	return n, err
+	return err
 }
 
 // trySend is send's callback for RawConn.Write, bound once per socket so
-// that a send allocates nothing.
+// that a send allocates nothing. It writes s.out, several buffers a
+// syscall, until the socket takes no more; then it returns at once, or,
+// with s.wait, has RawConn.Write wait for the socket to become writable.
 func (s *socket) trySend(fd uintptr) bool {
-	for s.sent < len(s.out) {
-		n, err := syscall.Write(int(fd), s.out[s.sent:])
+	o := s.out
+	for len(o.bufs) > 0 {
+		n, err := s.writev(fd, o.bufs)
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			return true
+			return !s.wait
 		case err != nil:
 			s.sendErr = err
 			return true
 		}
-		s.sent += n
+		o.advance(n)
 	}
 	return true
 }
@@ -163,19 +230,40 @@ func (s *socket) flush() error {
 // s.mu must be held.
 func (s *socket) flushLocked() error {
 	s.keptMu.Lock()
-	bp := s.kept
+	o := s.kept
 	s.kept = nil
 	s.keptMu.Unlock()
-	if bp == nil {
+	if o == nil {
 		return nil
 	}
-	defer putBuffer(bp)
+	defer o.free()
 	if s.closeSent {
 		return nil
 	}
-	_, err := s.conn.Write(*bp)
+	if s.raw == nil || !haveWritev {
+		// TLS copies into its records anyway: one write, one record run.
+		bp := flushBuffers.Get().(*[]byte)
+		b := (*bp)[:0]
+		for _, p := range o.bufs {
+			b = append(b, p...)
+		}
+		_, err := s.conn.Write(b)
+		if cap(b) <= maxPooledHead {
+			*bp = b[:0]
+			flushBuffers.Put(bp)
+		}
+		return err
+	}
+	s.out, s.sendErr, s.wait = o, nil, true
+	err := s.raw.Write(s.sendFn)
+	if err == nil {
+		err = s.sendErr
+	}
+	s.out, s.sendErr, s.wait = nil, nil, false
 	return err
 }
+
+var flushBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // pingFrame is an empty ping: browsers answer it with an empty pong.
 var pingFrame = []byte{wsframe.FinBit | wsframe.OpPing, 0}

@@ -5,6 +5,7 @@ package wsedge
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/switchboard-rt/switchboard/internal/lograte"
 	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/msglog"
@@ -65,12 +67,19 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// FrameRate is the average number of frames a second a browser may
 	// send, FrameBurst how many it may send at once; a browser beyond them
-	// is closed with 1008 "rate limit exceeded". Default: 20 a second with
-	// bursts of 80, enough for client.js to resubscribe 64 channels at
-	// once after a reconnect (keep FrameBurst above MaxSubscriptions);
+	// is closed with 1008 "rate limit exceeded". Every frame counts:
+	// messages, each fragment of one, pings, pongs. Default: 20 a second
+	// with bursts of 80, enough for client.js to resubscribe 64 channels
+	// at once after a reconnect (keep FrameBurst above MaxSubscriptions);
 	// negative FrameRate: no limit.
 	FrameRate  float64
 	FrameBurst int
+	// SendBuffer is the kernel send buffer of each connection (SO_SNDBUF,
+	// which Linux doubles): with the frames the hub queues, which are
+	// shared, what a browser that stops reading makes the node hold.
+	// Default: 64 KiB; negative: the system's, which Linux grows up to
+	// net.ipv4.tcp_wmem.
+	SendBuffer int
 	// OnReject, if set, is called with the Limit name each time a limit
 	// refuses an upgrade or closes a connection, for metrics.
 	OnReject func(limit string)
@@ -90,8 +99,10 @@ type Handler struct {
 	trusted    []netip.Prefix
 	frameRate  float64 // <= 0: no limit
 	frameBurst int
+	sendBuffer int // <= 0: the system's
 	onReject   func(limit string)
 	rejected   rejections
+	refusals   *lograte.Limiter // refused upgrades, at most one line a second
 
 	mu     sync.Mutex
 	open   map[uint64]*conn // the upgraded connections being served, by id
@@ -117,7 +128,11 @@ func New(cfg Config) *Handler {
 		trusted:    cfg.TrustedProxies,
 		frameRate:  cfg.FrameRate,
 		frameBurst: cfg.FrameBurst,
+		sendBuffer: cfg.SendBuffer,
 		onReject:   cfg.OnReject,
+	}
+	if h.sendBuffer == 0 {
+		h.sendBuffer = 64 << 10
 	}
 	if h.maxConns == 0 {
 		h.maxConns = 100_000
@@ -134,6 +149,7 @@ func New(cfg Config) *Handler {
 	if h.log == nil {
 		h.log = slog.Default()
 	}
+	h.refusals = lograte.New(h.log, 0)
 	if h.limit <= 0 {
 		h.limit = 4096
 	}
@@ -209,7 +225,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws, err := websocket.Accept(hw, r, &h.accept)
 	if err != nil {
 		release()
-		h.log.Info("refused websocket upgrade", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+		h.refusals.Log(r.Context(), slog.LevelInfo, "refused websocket upgrades", "remote", r.RemoteAddr,
+			"origin", lograte.Truncate(r.Header.Get("Origin"), 0), "err", lograte.Truncate(err.Error(), 2*lograte.MaxValue))
 		return
 	}
 	if hw.sock == nil {
@@ -353,23 +370,33 @@ const (
 )
 
 // Hijack takes the connection from net/http with smaller buffers (see
-// connReadBuffer), keeping net/http's reader only in the rare case it
-// already holds bytes past the request.
+// connReadBuffer). The library reads it through a frameCounter, bytes
+// net/http read past the request, in the rare case there are any, first.
 func (w *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return c, rw, err
 	}
-	r := rw.Reader
-	if r.Buffered() == 0 {
-		r = bufio.NewReaderSize(c, connReadBuffer)
+	s := &socket{conn: c}
+	s.in.src = c
+	if n := rw.Reader.Buffered(); n > 0 {
+		p, _ := rw.Reader.Peek(n)
+		s.in.pending = append([]byte(nil), p...)
 	}
-	w.sock = &socket{conn: c, br: r}
+	s.rc = countedConn{Conn: c, in: &s.in}
+	s.br = bufio.NewReaderSize(&s.rc, connReadBuffer)
+	w.sock = s
 	if sc, ok := c.(syscall.Conn); ok {
 		w.sock.raw, _ = sc.SyscallConn()
 		w.sock.sendFn = w.sock.trySend
 	}
-	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(w.sock, connWriteBuffer)), nil
+	w.sock.tcp = w.sock.raw
+	if tc, ok := c.(*tls.Conn); ok {
+		if sc, ok := tc.NetConn().(syscall.Conn); ok {
+			w.sock.tcp, _ = sc.SyscallConn()
+		}
+	}
+	return &s.rc, bufio.NewReadWriter(s.br, bufio.NewWriterSize(w.sock, connWriteBuffer)), nil
 }
 
 func (w *hijackRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

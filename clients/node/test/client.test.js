@@ -74,10 +74,13 @@ describe('switchboard-client against a real node', () => {
     assert.equal(res.recipients, 2);
     assert.equal(res.duplicate, false);
     assert.match(res.id, /^[A-Za-z0-9_-]{22}$/, 'a random 128-bit key is the id');
+    assert.ok(Number.isSafeInteger(res.offset) && res.offset > 0, `offset ${res.offset}: a position in the log`);
     for (const browser of [a, b]) {
-      const { type, id, event, channel, data } = await browser.next((f) => f.type === 'message');
-      assert.deepEqual({ type, id, event, channel, data }, { type: 'message', id: res.id, event: 'ShowMessage', channel: '', data: { text: 'hi' } });
+      const { type, id, offset, event, channel, data } = await browser.next((f) => f.type === 'message');
+      assert.deepEqual({ type, id, offset, event, channel, data },
+        { type: 'message', id: res.id, offset: res.offset, event: 'ShowMessage', channel: '', data: { text: 'hi' } });
     }
+    assert.equal((await sb.emit('ShowMessage', 'next')).offset, res.offset + 1, 'offsets grow by one per message');
     await Promise.all([a.close(), b.close()]);
     await h.eventually('count back to 0', async () => (await sb.count()) === 0);
   });
@@ -131,8 +134,9 @@ describe('switchboard-client against a real node', () => {
   it('makes a repeated idempotency key a duplicate, not a second delivery', async () => {
     const browser = await h.Browser.open(node.http);
     const first = await sb.emit('Test', 'once', { key: 'node-client-key-1' });
-    assert.deepEqual(first, { id: 'node-client-key-1', recipients: 1, duplicate: false });
-    assert.deepEqual(await sb.emit('Test', 'once', { key: 'node-client-key-1' }), { ...first, duplicate: true });
+    assert.deepEqual(first, { id: 'node-client-key-1', recipients: 1, duplicate: false, offset: first.offset });
+    assert.ok(first.offset > 0);
+    assert.deepEqual(await sb.emit('Test', 'once', { key: 'node-client-key-1' }), { ...first, duplicate: true }, 'the first emit\'s id and offset');
     await sb.emit('Test', 'marker');
     assert.equal((await browser.next((f) => f.type === 'message')).data, 'once');
     assert.equal((await browser.next((f) => f.type === 'message')).data, 'marker');

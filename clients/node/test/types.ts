@@ -7,7 +7,8 @@ async function main(): Promise<void> {
   const tls = connect('rt.example.com:9090', { tls: { ca: Buffer.from('pem'), cert: 'pem', key: 'pem', servername: 'rt' } });
   const res: EmitResult = await sb.emit('ShowMessage', { text: 'hi' }, { channel: 'quotes', key: 'k', signal: AbortSignal.timeout(100) });
   const id: string = res.id;
-  const n: number = res.recipients + (await sb.count('quotes'));
+  const offset: number = res.offset;
+  const n: number = res.recipients + offset + (await sb.count('quotes'));
   const w: Watch = sb.watch('', (count: number) => console.log(count, id, n), {
     onError: (err: SwitchboardError, info) => console.log(err.code === status.UNAVAILABLE, err.codeName, info.retryInMs),
   });
@@ -21,10 +22,13 @@ async function main(): Promise<void> {
   await sb.emit('ShowMessage', {}, 'quotes');
   // @ts-expect-error: recipients is a number
   const s: string = res.recipients;
+  // @ts-expect-error: offset is a number
+  const o: string = res.offset;
   // @ts-expect-error: watch takes a callback
   sb.watch('');
   // @ts-expect-error: tls is true or options
   connect('x:1', { tls: 'yes' });
   void s;
+  void o;
 }
 void main;
