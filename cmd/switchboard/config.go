@@ -60,7 +60,7 @@ var options = []option{
 	{"grpc-client-ca", "SWITCHBOARD_GRPC_CLIENT_CA", "", "PEM CA certificates: gRPC callers must present a client certificate they signed (mutual TLS)"},
 	{"tls-reload-interval", "SWITCHBOARD_TLS_RELOAD_INTERVAL", "5s", "how often the TLS files are checked for changes"},
 	{"primary-ca", "SWITCHBOARD_PRIMARY_CA", "", "PEM CAs of the primary's gRPC certificate: a standby then watches its primary over TLS"},
-	{"admin-addr", "SWITCHBOARD_ADMIN_ADDR", "", "admin listener serving /debug/pprof/ and /metrics, such as 127.0.0.1:6060 (default: off)"},
+	{"admin-addr", "SWITCHBOARD_ADMIN_ADDR", "", "admin listener serving the operator's page (/), /debug/pprof/ and /metrics, such as 127.0.0.1:6060 (default: off)"},
 	{"log-format", "SWITCHBOARD_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "SWITCHBOARD_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
 	{"max-http-conns", "SWITCHBOARD_MAX_HTTP_CONNS", "10000", "most HTTP connections that are not WebSockets; past it, 503 at accept (0: no limit)"},

@@ -392,6 +392,14 @@ func (m *Member) Epoch() string {
 	return m.epoch
 }
 
+// Name returns this member's name in the cluster (Config.Member, or its
+// default).
+func (m *Member) Name() string { return m.cfg.Member }
+
+// Peers returns the names of the other members this one hears from,
+// sorted, idle ones included.
+func (m *Member) Peers() []string { return m.exchangeOf().peerNames() }
+
 func (m *Member) setState(fn func(*State)) {
 	m.mu.Lock()
 	before := m.state

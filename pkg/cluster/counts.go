@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/json"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -175,6 +176,15 @@ func (x *exchange) evict(now time.Time) {
 		x.m.log.Info("cluster: member unheard, dropped from the counts", "member", name, "silent_for", evictAfter)
 		h.HandleCounts(hub.Counts{Node: name})
 	}
+}
+
+// peerNames returns the names of the members heard from, sorted.
+func (x *exchange) peerNames() []string {
+	x.mu.Lock()
+	names := slices.Collect(maps.Keys(x.peers))
+	x.mu.Unlock()
+	slices.Sort(names)
+	return names
 }
 
 // receive takes another member's counts message.

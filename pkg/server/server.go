@@ -98,7 +98,8 @@ type Config struct {
 	// TLS serves the listeners over TLS; see TLSConfig. Default: plain
 	// text.
 	TLS TLSConfig
-	// AdminAddr, when set, is where an admin listener serves pprof
+	// AdminAddr, when set, is where an admin listener serves the
+	// operator's page (/, /state.json; see package dashboard), pprof
 	// (/debug/pprof/) and /metrics. Default: unset, no admin listener.
 	// pprof reveals the process's internals and can cost CPU: bind it to
 	// loopback or a private network.
