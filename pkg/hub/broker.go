@@ -51,7 +51,7 @@ type Broker interface {
 type BrokerHandler interface {
 	// HandleCounts records another node's counts, which replace the ones
 	// it sent before, and applies its visitors (changes, or with
-	// VisitorsFull the whole set); a Counts with no connection and no
-	// channel removes the node and its visitors.
+	// VisitorsFull the whole set); a Counts with no connection, channel
+	// or visitor removes the node and its visitors.
 	HandleCounts(c Counts)
 }

@@ -275,7 +275,9 @@ func (h *Hub) applyRemote(c Counts) (changed map[string]struct{}) {
 	if r != nil {
 		prev = r.counts
 	}
-	gone := c.Total == 0 && len(c.Channels) == 0
+	// A report of nothing at all removes the node. One that carries
+	// visitors does not: its counts may lag them for a moment.
+	gone := c.Total == 0 && len(c.Channels) == 0 && len(c.Solo) == 0 && len(c.Visitors) == 0
 	deltas := make(map[vkey]int32)
 	switch {
 	case gone:
