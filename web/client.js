@@ -11,10 +11,9 @@
  * URL after each failure, and resumes where it left off: the node sends what
  * it missed, then live messages. It drops a message whose id it has seen
  * among the last 1000, so that a message a retried emit delivers again after
- * a fail-over shows once. A browser counts as one visitor: the subject of
- * opts.token (a string, or a function returning one or a promise of one,
- * called before every connect), else an anonymous id it keeps in
- * localStorage.
+ * a fail-over shows once. A browser is one visitor: the subject of
+ * opts.token (a string, or a function giving one or its promise, called
+ * before every connect), else an id kept in localStorage.
  */
 (function (root) {
   "use strict";
@@ -27,8 +26,7 @@
   var SEEN_IDS = 1000; // message ids remembered to drop duplicates
   var VISITOR_KEY = "switchboard.visitor", memoryVisitor;
 
-  // visitorID returns this browser's anonymous id, made once and kept in
-  // localStorage, or in memory where storage is refused.
+  // visitorID: this browser's anonymous id, in localStorage (or memory).
   function visitorID() {
     var id;
     try { id = localStorage.getItem(VISITOR_KEY); } catch (e) {}
@@ -92,7 +90,7 @@
     for (var i = 0; i < this._stateFns.length; i++) call(this._stateFns[i], s);
   };
 
-  // _connect asks for the token, if any, then opens the next socket.
+  // _connect gets the token, if any, then opens the socket.
   Client.prototype._connect = function () {
     var self = this, tok = this._token;
     this._setState(this._attempt === 0 && this.count === null ? "connecting" : "reconnecting");
@@ -138,10 +136,9 @@
         var again = self._epoch !== null;
         if (f.recovered !== true) self._offset = f.offset;
         self._epoch = f.epoch;
-        if (again) {
-          if (!f.recovered) for (var c in self._channels) if (inURL[c] && self._channels[c].last) self._sub(c);
-          for (var k = 0; k < self._reconnectFns.length; k++) call(self._reconnectFns[k], f.recovered === true);
-        }
+        // Without a replay, channels joined in the URL ask for their last.
+        if (!f.recovered) for (var c in self._channels) if (inURL[c] && self._channels[c].last) self._sub(c);
+        if (again) for (var k = 0; k < self._reconnectFns.length; k++) call(self._reconnectFns[k], f.recovered === true);
       } else if (f.type === "count") {
         self.count = f.connections;
         self.visitors = f.visitors;
@@ -279,7 +276,7 @@
   var Switchboard = {
     // connect opens a client to one or more socket server URLs (an array,
     // or a comma-separated string; default: /ws next to this script).
-    // opts: minDelay, maxDelay, factor (the backoff) and token.
+    // opts: minDelay, maxDelay, factor (the backoff), token.
     connect: function (urls, opts) { return new Client(urls, opts); },
     Client: Client
   };
