@@ -60,6 +60,11 @@ type Config struct {
 	// Payload is the approximate size of each message's data as JSON, in
 	// bytes. Default: 128.
 	Payload int
+	// Visitors, when set, gives client i the anonymous visitor id
+	// "swbench-<i mod Visitors>" (?visitor=), so that Visitors visitors
+	// hold the clients, and checks that every client is told that many
+	// (Switchboard only). Default: 0, no visitor ids.
+	Visitors int
 	// Channel, when set, subscribes every client to it and emits to it.
 	// Switchboard only.
 	Channel string
@@ -121,11 +126,14 @@ func (c Config) validate() error {
 	switch c.Target {
 	case TargetSwitchboard:
 	case TargetSocketIO:
-		if c.Channel != "" {
-			return errors.New("-channel is not supported with -target socketio")
+		if c.Channel != "" || c.Visitors != 0 {
+			return errors.New("-channel and -visitors are not supported with -target socketio")
 		}
 	default:
 		return fmt.Errorf("unknown target %q: want %s or %s", c.Target, TargetSwitchboard, TargetSocketIO)
+	}
+	if c.Visitors < 0 || c.Visitors > c.Clients {
+		return fmt.Errorf("visitors must be 0 to the number of clients (%d), got %d", c.Clients, c.Visitors)
 	}
 	if c.Clients < 1 {
 		return fmt.Errorf("clients must be at least 1, got %d", c.Clients)
@@ -158,10 +166,13 @@ func (c Config) wsURL() (string, error) {
 
 // bench is the state of one run shared by its goroutines.
 type bench struct {
-	cfg    Config
-	dialer *wsDialer
-	conns  []*conn
-	target int64 // count every client must see: baseline + Clients
+	cfg          Config
+	dialer       *wsDialer
+	dialers      []*wsDialer // one per visitor, with -visitors
+	conns        []*conn
+	target       int64 // count every client must see: baseline + Clients
+	baseVisitors int64 // visitors on the server before the run
+	dialed       atomic.Int64
 
 	// Connect phase.
 	retries   atomic.Int64
@@ -195,9 +206,22 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	var dialers []*wsDialer
+	for i := range cfg.Visitors {
+		vu, _ := url.Parse(u)
+		q := vu.Query()
+		q.Set("visitor", fmt.Sprint("swbench-", i))
+		vu.RawQuery = q.Encode()
+		d, err := newWSDialer(vu.String(), cfg.Origin)
+		if err != nil {
+			return Result{}, err
+		}
+		dialers = append(dialers, d)
+	}
 	b := &bench{
 		cfg:     cfg,
 		dialer:  dialer,
+		dialers: dialers,
 		conns:   make([]*conn, cfg.Clients),
 		counted: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -229,6 +253,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			return res, fmt.Errorf("failed to reach the server: %w", err)
 		}
 		b.target = base + int64(cfg.Clients)
+		if gp, ok := pub.(*grpcPublisher); ok && cfg.Visitors > 0 {
+			if b.baseVisitors, err = gp.visitors(ctx); err != nil {
+				return res, fmt.Errorf("failed to reach the server: %w", err)
+			}
+		}
 	}
 
 	proc := newProcSampler(cfg.PID)
@@ -257,6 +286,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.CountFramesMax = ptr(maxFrames)
 		res.CountFramesMean = ptr(float64(sum) / float64(cfg.Clients))
+		if cfg.Visitors > 0 {
+			// Visitors ride in the same frame as the connections: the
+			// frame that showed every client showed every visitor.
+			want := b.baseVisitors + int64(cfg.Visitors)
+			for i, c := range b.conns {
+				if got := c.lastVisitors.Load(); got != want {
+					return res, fmt.Errorf("client %d was told %d visitors with the full count; want %d", i, got, want)
+				}
+			}
+			res.Visitors = ptr(want)
+		}
 		if cfg.Channel != "" {
 			if err := pub.waitSubscribed(ctx, cfg.Channel, b.target, cfg.Timeout); err != nil {
 				return res, err
