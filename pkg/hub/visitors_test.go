@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -321,3 +324,54 @@ func TestVisitorConnectStorm(t *testing.T) {
 		wantOnline(t, h, "q", Online{conns / 2, visitors / 2})
 	}
 }
+
+// BenchmarkVisitorMemory measures the hub's live heap per connection for
+// 10,000 connections, without visitor keys and from 2,000 visitors, each
+// subscribed to one channel: go test -run '^$' -bench VisitorMemory ./pkg/hub/
+func BenchmarkVisitorMemory(b *testing.B) {
+	for _, visitors := range []int{0, 2000} {
+		b.Run(fmt.Sprint("visitors=", visitors), func(b *testing.B) {
+			const conns = 10_000
+			keys := make([]string, conns)
+			for i := range keys {
+				if visitors > 0 {
+					keys[i] = fmt.Sprintf("a:%022d", i%visitors) // as long as client.js's ids
+				}
+			}
+			var perConn float64
+			for range b.N {
+				h, err := New(Config{Logger: discardLogger()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				clients := make([]*Client, conns)
+				for i := range clients {
+					if clients[i], err = h.Connect(sink{}, Start{Visitor: keys[i], Channels: []string{"q"}}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perConn = float64(after.HeapAlloc-before.HeapAlloc) / conns
+				for _, c := range clients {
+					c.Close()
+				}
+				h.Close()
+			}
+			b.ReportMetric(perConn, "B/conn")
+		})
+	}
+}
+
+// sink is a Transport that takes every frame at once.
+type sink struct{}
+
+func (sink) Write([][]byte) (bool, error) { return false, nil }
+func (sink) Flush() error                 { return nil }
+func (sink) Abort()                       {}
+func (sink) Close(Reason)                 {}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
