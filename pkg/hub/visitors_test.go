@@ -375,3 +375,23 @@ func (sink) Abort()                       {}
 func (sink) Close(Reason)                 {}
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// BenchmarkPresence lists the first page of 100 among 10,000 visitors.
+func BenchmarkPresence(b *testing.B) {
+	h, err := New(Config{Logger: discardLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	for i := range 10_000 {
+		if _, err := h.Connect(sink{}, Start{Visitor: fmt.Sprintf("a:%022d", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		if page, _ := h.Presence("", "", 100); len(page) != 100 {
+			b.Fatalf("page of %d; want 100", len(page))
+		}
+	}
+}
