@@ -412,7 +412,7 @@ func (s *soak) read(c *soakClient, typ websocket.MessageType, p []byte) {
 		return
 	}
 	if rest, ok := bytes.CutPrefix(p, soakCountPrefix); ok {
-		n, ok := leadingInt(rest, '}')
+		n, ok := leadingInt(rest, ',')
 		if !ok {
 			s.fault(faultFrame, "%s", p)
 			return

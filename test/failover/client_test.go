@@ -8,6 +8,7 @@ package failover
 // each resume recovered, the last count, and how long each reconnect took.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -465,13 +466,19 @@ func (f *fleet) whyDisconnected() (dial map[string]int, silent map[int]int) {
 	return dial, silent
 }
 
-// countFrame reads {"type":"count","connections":N} without a JSON
-// decoder.
+// countFrame reads the connections of {"type":"count","connections":N,
+// "visitors":V} without a JSON decoder.
 func countFrame(b []byte) (int64, bool) {
 	const prefix = `{"type":"count","connections":`
 	if len(b) < len(prefix)+2 || string(b[:len(prefix)]) != prefix || b[len(b)-1] != '}' {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(string(b[len(prefix):len(b)-1]), 10, 64)
+	rest := b[len(prefix):]
+	if i := bytes.IndexByte(rest, ','); i >= 0 {
+		rest = rest[:i]
+	} else {
+		rest = rest[:len(rest)-1]
+	}
+	n, err := strconv.ParseInt(string(rest), 10, 64)
 	return n, err == nil
 }
