@@ -346,7 +346,7 @@ func (h *Hub) RemoteCounts() []Counts {
 // included (VisitorsFull), and then each time the count loop publishes
 // them, with the visitors changed since, until stop is called: for a peer
 // that adds them to its own (see HandleCounts). fn must not block, nor
-// keep or change the Counts' maps and slices.
+// change the Counts' maps and slices, which other listeners share.
 func (h *Hub) OnLocalCounts(fn func(Counts)) (stop func()) {
 	h.countSubsMu.Lock()
 	h.lastSub++

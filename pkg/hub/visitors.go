@@ -133,13 +133,6 @@ func (h *Hub) Online(channel string) Online {
 	return o
 }
 
-// LocalVisitorConns returns the connections visitor holds on this node.
-func (h *Hub) LocalVisitorConns(visitor string) int {
-	h.totalMu.Lock()
-	defer h.totalMu.Unlock()
-	return int(h.everyone.local(visitor))
-}
-
 // Presence lists the visitors of channel ("" for everyone) in the
 // cluster, with the connections each holds, in the order of their keys:
 // up to limit of those whose key sorts after after, and whether more
