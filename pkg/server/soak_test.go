@@ -400,6 +400,7 @@ func (s *soak) run(c *soakClient) {
 }
 
 var (
+	soakWelcomePrefix = []byte(`{"type":"welcome",`)
 	soakCountPrefix   = []byte(`{"type":"count","connections":`)
 	soakMessagePrefix = []byte(`{"type":"message","id":"s`)
 )
@@ -410,6 +411,9 @@ func (s *soak) read(c *soakClient, typ websocket.MessageType, p []byte) {
 	if typ != websocket.MessageText {
 		s.fault(faultFrame, "binary frame %q", p)
 		return
+	}
+	if bytes.HasPrefix(p, soakWelcomePrefix) {
+		return // the first frame, before any count or message
 	}
 	if rest, ok := bytes.CutPrefix(p, soakCountPrefix); ok {
 		n, ok := leadingInt(rest, ',')
