@@ -15,7 +15,9 @@
 //
 // Both sides send their own counts whenever they change, and each adds the
 // other's to its own (hub.HandleCounts): during a hand-back the primary
-// counts the browsers still on the standby.
+// counts the browsers still on the standby. Visitors go as a whole set
+// when a session starts, then as changes, so each node counts a visitor
+// with tabs on both once.
 package pair
 
 import (
