@@ -400,15 +400,20 @@ func (s *soak) run(c *soakClient) {
 }
 
 var (
+	soakWelcomePrefix = []byte(`{"type":"welcome","epoch":"`)
 	soakCountPrefix   = []byte(`{"type":"count","connections":`)
 	soakMessagePrefix = []byte(`{"type":"message","id":"s`)
 )
 
-// read checks one frame: a count, or a message whose id is s<seq>, seq
-// growing by one with each emit and even for the ones to everyone.
+// read checks one frame: the welcome, a count, or a message whose id is
+// s<seq>, seq growing by one with each emit and even for the ones to
+// everyone.
 func (s *soak) read(c *soakClient, typ websocket.MessageType, p []byte) {
 	if typ != websocket.MessageText {
 		s.fault(faultFrame, "binary frame %q", p)
+		return
+	}
+	if bytes.HasPrefix(p, soakWelcomePrefix) {
 		return
 	}
 	if rest, ok := bytes.CutPrefix(p, soakCountPrefix); ok {

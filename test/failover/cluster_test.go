@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 	"github.com/switchboard-rt/switchboard/internal/testenv"
 	"github.com/switchboard-rt/switchboard/pkg/client"
 )
@@ -144,7 +144,7 @@ func detectFeatures(t testing.TB, bin binaries) features {
 			// The subcommand may exist without being in the usage text: an
 			// unknown argument is refused with exit code 2.
 			cmd := exec.Command(bin.switchboard, "healthcheck")
-			cmd.Env = append(cleanEnv(), "SWITCHBOARD_HTTP_ADDR="+freeAddr(t))
+			cmd.Env = append(cleanEnv(), "SWITCHBOARD_HTTP_ADDR="+freeport.Addr(t))
 			out, err := cmd.CombinedOutput()
 			var ee *exec.ExitError
 			detected.healthcheck = !(errors.As(err, &ee) && ee.ExitCode() == 2 && bytes.Contains(out, []byte("unexpected argument")))
@@ -162,18 +162,6 @@ func detectFeatures(t testing.TB, bin binaries) features {
 	t.Logf("features detected: hand-back %v, idempotent emit retries %v, healthcheck subcommand %v",
 		detected.handBack, detected.idempotent, detected.healthcheck)
 	return detected
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("failed to find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // cleanEnv is the test's environment without any SWITCHBOARD_ variable,
@@ -378,10 +366,10 @@ func startCluster(t testing.TB, opts clusterOptions) *cluster {
 	bin := needBinaries(t)
 	c := &cluster{
 		t: t, bin: bin, feat: detectFeatures(t, bin), opts: opts,
-		primaryHTTP: freeAddr(t), primaryGRPC: freeAddr(t),
-		standbyHTTP: freeAddr(t), standbyGRPC: freeAddr(t),
-		web1: freeAddr(t), web2: freeAddr(t),
-		nginxHTTP: freeAddr(t), nginxGRPC: freeAddr(t),
+		primaryHTTP: freeport.Addr(t), primaryGRPC: freeport.Addr(t),
+		standbyHTTP: freeport.Addr(t), standbyGRPC: freeport.Addr(t),
+		web1: freeport.Addr(t), web2: freeport.Addr(t),
+		nginxHTTP: freeport.Addr(t), nginxGRPC: freeport.Addr(t),
 	}
 	// Started together, as compose does: the primary waits for the
 	// standby's log (SWITCHBOARD_STANDBY_WAIT) and serves once it has it.

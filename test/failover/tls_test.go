@@ -24,6 +24,7 @@ import (
 	"github.com/coder/websocket"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 	"github.com/switchboard-rt/switchboard/internal/testenv"
 	"github.com/switchboard-rt/switchboard/pkg/certs/certstest"
 	"github.com/switchboard-rt/switchboard/pkg/client"
@@ -47,10 +48,10 @@ func startTLSDeployment(t *testing.T) *tlsDeployment {
 	t.Helper()
 	bin := needBinaries(t)
 	d := &tlsDeployment{
-		https: freeAddr(t), grpcs: freeAddr(t), http: freeAddr(t), grpc: freeAddr(t),
-		nodeHTTP: freeAddr(t), node: freeAddr(t),
+		https: freeport.Addr(t), grpcs: freeport.Addr(t), http: freeport.Addr(t), grpc: freeport.Addr(t),
+		nodeHTTP: freeport.Addr(t), node: freeport.Addr(t),
 	}
-	web := freeAddr(t)
+	web := freeport.Addr(t)
 	startProc(t, "node", append(cleanEnv(),
 		"SWITCHBOARD_HTTP_ADDR="+d.nodeHTTP, "SWITCHBOARD_GRPC_ADDR="+d.node,
 		"SWITCHBOARD_API_TOKEN="+testToken, "SWITCHBOARD_LOG_LEVEL=warn",
@@ -63,8 +64,8 @@ func startTLSDeployment(t *testing.T) *tlsDeployment {
 
 	prefix := nginxPrefix(t, map[string]string{
 		"LISTEN_HTTP": d.http, "LISTEN_GRPC": d.grpc,
-		"PRIMARY_HTTP": d.nodeHTTP, "STANDBY_HTTP": freeAddr(t),
-		"PRIMARY_GRPC": d.node, "STANDBY_GRPC": freeAddr(t),
+		"PRIMARY_HTTP": d.nodeHTTP, "STANDBY_HTTP": freeport.Addr(t),
+		"PRIMARY_GRPC": d.node, "STANDBY_GRPC": freeport.Addr(t),
 		"WEB1": web, "WEB2": web,
 		"ACCESS_LOG": "access.log",
 	})
