@@ -82,7 +82,7 @@ func (c *consumer) session(ctx context.Context) error {
 			return nil
 		}
 	}
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, streamAttempt)
 	epoch, last, err := m.ensureStream(sctx)
 	cancel()
 	if err != nil {
