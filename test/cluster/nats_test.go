@@ -23,8 +23,8 @@ import (
 	"github.com/switchboard-rt/switchboard/internal/natstest"
 )
 
-// notReadyLimit is how soon a node that lost NATS must say so (issue
-// "Past one machine", NATS trouble): 503 and NOT_SERVING.
+// notReadyLimit is how soon a node that lost NATS must say so, with 503
+// and NOT_SERVING, so that balancers send new browsers elsewhere.
 const notReadyLimit = 3 * time.Second
 
 // TestNATSOutage: the only nats-server is killed (kill -9) and restarted
