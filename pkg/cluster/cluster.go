@@ -247,7 +247,7 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		// A stream NATS refuses (replicas beyond its servers, JetStream
 		// off, a stream of the same name with other subjects) is a
 		// setting to fix, not a moment's trouble: fail now.
-		if _, _, err := m.ensureStream(ctx); err != nil {
+		if err := m.makeStream(ctx); err != nil {
 			var apiErr *jetstream.APIError
 			if errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 				nc.Close()
@@ -278,6 +278,25 @@ func (m *Member) streamConfig() jetstream.StreamConfig {
 		Duplicates:  m.cfg.Dedupe,
 		Discard:     jetstream.DiscardOld,
 		AllowDirect: true,
+	}
+}
+
+// streamAttempt bounds one request to create or update the stream.
+// JetStream leaves some requests unanswered when several clients make the
+// same stream at once (members started together on a new NATS cluster);
+// the next attempt finds the stream made.
+const streamAttempt = 2 * time.Second
+
+// makeStream creates or updates the stream, attempt after attempt until
+// one is answered or ctx ends.
+func (m *Member) makeStream(ctx context.Context) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, streamAttempt)
+		_, _, err := m.ensureStream(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
 	}
 }
 

@@ -167,7 +167,7 @@ func (h *Hub) localChanged(channel string) {
 const publishInterval = 10 * time.Millisecond
 
 // publishLoop publishes this node's counts when they change, at most every
-// publishInterval.
+// publishInterval, until the hub closes: through a drain too.
 func (h *Hub) publishLoop() {
 	defer h.loops.Done()
 	t := time.NewTimer(0)
@@ -175,7 +175,7 @@ func (h *Hub) publishLoop() {
 	for {
 		select {
 		case <-h.publishWake:
-		case <-h.done:
+		case <-h.closed:
 			return
 		}
 		if h.localDirty.Swap(false) {
@@ -184,7 +184,7 @@ func (h *Hub) publishLoop() {
 		t.Reset(publishInterval)
 		select {
 		case <-t.C:
-		case <-h.done:
+		case <-h.closed:
 			return
 		}
 	}
