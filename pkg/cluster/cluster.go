@@ -75,6 +75,10 @@ type Config struct {
 	// Dedupe is how long the stream remembers message ids, so that a retry
 	// within it is a duplicate. Default: 5 minutes, at most HistoryTTL.
 	Dedupe time.Duration
+	// MaxDataBytes is the largest message data the node takes: NATS must
+	// take it too (its max_payload, 1 MiB by default), or the start fails.
+	// Default: unchecked.
+	MaxDataBytes int
 	// Logger receives the member's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -244,6 +248,10 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		return nil, fmt.Errorf("failed to use JetStream: %w", err)
 	}
 	if nc.IsConnected() {
+		if need := int64(cfg.MaxDataBytes) + maxHeaderBytes; cfg.MaxDataBytes > 0 && need > nc.MaxPayload() {
+			nc.Close()
+			return nil, fmt.Errorf("NATS takes messages of at most %d bytes (its max_payload), less than SWITCHBOARD_MAX_DATA_BYTES (%d) and the headers need: lower it, or raise max_payload", nc.MaxPayload(), cfg.MaxDataBytes)
+		}
 		// A stream NATS refuses (replicas beyond its servers, JetStream
 		// off, a stream of the same name with other subjects) is a
 		// setting to fix, not a moment's trouble: fail now.
@@ -352,10 +360,13 @@ func (m *Member) Append(ctx context.Context, msg hub.Message) (uint64, bool, err
 // errUnavailable is what an emit gets while the member has no NATS.
 var errUnavailable = errors.New("this node has lost NATS: retry on another node")
 
-// The headers of a log message; its data is the message's data.
+// The headers of a log message; its data is the message's data. Event,
+// channel and id are at most 128 bytes each: the headers of a message
+// take at most maxHeaderBytes.
 const (
-	eventHeader   = "Sb-Event"
-	channelHeader = "Sb-Channel"
+	eventHeader    = "Sb-Event"
+	channelHeader  = "Sb-Channel"
+	maxHeaderBytes = 1024
 )
 
 // PublishCounts sends this node's counts to the others (the hub's Broker).

@@ -347,3 +347,16 @@ func TestJoinRefusesAStreamNATSCannotHold(t *testing.T) {
 		t.Errorf("Join with 3 replicas on one NATS server: got %v; want an error about replicas", err)
 	}
 }
+
+func TestJoinRefusesDataNATSCannotCarry(t *testing.T) {
+	url, _, _ := startNATS(t)
+	_, err := Join(context.Background(), Config{URLs: []string{url}, Name: "big", MaxDataBytes: 2 << 20, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err == nil || !strings.Contains(err.Error(), "max_payload") {
+		t.Errorf("Join with 2 MiB of data on a NATS taking 1 MiB: got %v; want an error naming max_payload", err)
+	}
+	m, err := Join(context.Background(), Config{URLs: []string{url}, Name: "fits", MaxDataBytes: 64 << 10, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatalf("Join with 64 KiB of data: %v", err)
+	}
+	m.Close()
+}
