@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard-rt/switchboard/internal/natstest"
 	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/internal/testenv"
 	"github.com/switchboard-rt/switchboard/pkg/cluster"
@@ -366,23 +366,12 @@ func TestAttackCLI(t *testing.T) {
 // half the clients, and the server figures are both processes' sums.
 func TestRunCluster(t *testing.T) {
 	t.Parallel()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true, JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
+	nats := natstest.StartEmbedded(t)
 	var nodes []*nodetest.Node
 	for _, name := range []string{"a", "b"} {
 		n := nodetest.Start(t, server.Config{
 			AllowedOrigins: []string{"*"},
-			Cluster:        cluster.Config{URLs: []string{ns.ClientURL()}, Name: "swbench", Member: name},
+			Cluster:        cluster.Config{URLs: []string{nats.URL()}, Name: "swbench", Member: name},
 			Logger:         slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 		nodes = append(nodes, n)

@@ -5,15 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
+	"github.com/switchboard-rt/switchboard/internal/natstest"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/msglog"
 )
@@ -32,31 +30,12 @@ func waitFor(t testing.TB, what string, cond func() bool) time.Duration {
 	return time.Since(start)
 }
 
-// startNATS runs an embedded NATS server with JetStream; port 0 picks a
-// free one, and the returned restart starts it again on the same port and
-// store.
+// startNATS runs an embedded NATS server with JetStream; restart starts
+// it again on the same port and store.
 func startNATS(t testing.TB) (url string, stop, restart func()) {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true, JetStream: true, StoreDir: t.TempDir()}
-	var ns *server.Server
-	start := func() {
-		var err error
-		if ns, err = server.NewServer(opts); err != nil {
-			t.Fatal(err)
-		}
-		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats not ready")
-		}
-	}
-	start()
-	opts.Port = ns.Addr().(*net.TCPAddr).Port // the same port on a restart
-	stop = func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}
-	t.Cleanup(stop)
-	return ns.ClientURL(), stop, start
+	e := natstest.StartEmbedded(t)
+	return e.URL(), e.Stop, e.Start
 }
 
 // node is a hub joined to a cluster.
