@@ -36,7 +36,7 @@ type conn struct {
 func (b *bench) dial(ctx context.Context, i int) (*conn, error) {
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		c, err := b.dialOnce(ctx)
+		c, err := b.dialOnce(ctx, i)
 		if err == nil {
 			return c, nil
 		}
@@ -54,12 +54,12 @@ func (b *bench) dial(ctx context.Context, i int) (*conn, error) {
 	}
 }
 
-// dialOnce connects one client and, within the same 15 s, joins the
+// dialOnce connects client i and, within the same 15 s, joins the
 // socket.io namespace or subscribes to cfg.Channel.
-func (b *bench) dialOnce(ctx context.Context) (*conn, error) {
+func (b *bench) dialOnce(ctx context.Context, i int) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	ws, err := b.dialer.dial(ctx, b.cfg.Payload+512, b.cfg.Payload+64<<10)
+	ws, err := b.dialers[i%len(b.dialers)].dial(ctx, b.cfg.Payload+512, b.cfg.Payload+64<<10)
 	if err != nil {
 		return nil, fmt.Errorf("failed to dial: %w", err)
 	}

@@ -37,6 +37,12 @@ var options = []option{
 	{"standby-wait", "SWITCHBOARD_STANDBY_WAIT", "0s", "on a primary with a standby: how long to wait at start for the standby's message log before serving alone (3s in a pair; 0: no standby)"},
 	{"history-size", "SWITCHBOARD_HISTORY_SIZE", "1000", "messages kept for browsers that reconnect or subscribe with last (0: history and recovery off)"},
 	{"history-ttl", "SWITCHBOARD_HISTORY_TTL", "5m", "how long a message stays in the history"},
+	{"nats-url", "SWITCHBOARD_NATS_URL", "", "comma list of NATS server URLs; setting it makes this node a cluster member"},
+	{"cluster-name", "SWITCHBOARD_CLUSTER_NAME", "switchboard", "cluster name: members with the same name on one NATS share counts and messages"},
+	{"node-name", "SWITCHBOARD_NODE_NAME", "", "this member's name in the cluster, stable across restarts (default: the host name)"},
+	{"nats-creds", "SWITCHBOARD_NATS_CREDS", "", "NATS credentials file (user JWT and seed), for a NATS that requires them"},
+	{"nats-ca", "SWITCHBOARD_NATS_CA", "", "PEM CAs of the NATS servers' certificates: connect to NATS over TLS"},
+	{"nats-replicas", "SWITCHBOARD_NATS_REPLICAS", "1", "NATS servers that hold the cluster's log: 1, or 3 for a three-server NATS cluster"},
 	{"max-conns", "SWITCHBOARD_MAX_CONNS", "100000", "most browser connections; past it upgrades get 503 (0: no limit)"},
 	{"max-conns-per-ip", "SWITCHBOARD_MAX_CONNS_PER_IP", "1000", "most browser connections from one address; past it upgrades get 429 (0: no limit)"},
 	{"trusted-proxies", "SWITCHBOARD_TRUSTED_PROXIES", "", "comma list of proxy CIDRs whose X-Forwarded-For names the client address"},
@@ -54,7 +60,7 @@ var options = []option{
 	{"grpc-client-ca", "SWITCHBOARD_GRPC_CLIENT_CA", "", "PEM CA certificates: gRPC callers must present a client certificate they signed (mutual TLS)"},
 	{"tls-reload-interval", "SWITCHBOARD_TLS_RELOAD_INTERVAL", "5s", "how often the TLS files are checked for changes"},
 	{"primary-ca", "SWITCHBOARD_PRIMARY_CA", "", "PEM CAs of the primary's gRPC certificate: a standby then watches its primary over TLS"},
-	{"admin-addr", "SWITCHBOARD_ADMIN_ADDR", "", "admin listener serving /debug/pprof/ and /metrics, such as 127.0.0.1:6060 (default: off)"},
+	{"admin-addr", "SWITCHBOARD_ADMIN_ADDR", "", "admin listener serving the operator's page (/), /debug/pprof/ and /metrics, such as 127.0.0.1:6060 (default: off)"},
 	{"log-format", "SWITCHBOARD_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "SWITCHBOARD_LOG_LEVEL", "info", "log level: debug, info, warn or error"},
 	{"max-http-conns", "SWITCHBOARD_MAX_HTTP_CONNS", "10000", "most HTTP connections that are not WebSockets; past it, 503 at accept (0: no limit)"},
@@ -152,6 +158,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 		return nil
 	})
 	parse("history-ttl", positiveDuration(&cfg.Hub.HistoryTTL))
+	parseCluster(&cfg, get, parse)
 	parseTLS(&cfg, get, parse)
 	parseLimits(&cfg, parse)
 	parse("max-data-bytes", func(s string) error {

@@ -146,19 +146,20 @@ func TestWatchCountCallerLeaves(t *testing.T) {
 	}
 }
 
-// failingBroker fails every publish.
-type failingBroker struct{ hub.Local }
+// failingLog is a shared log that takes no message, as a cluster member
+// that lost NATS.
+type failingLog struct{}
 
-func (failingBroker) Publish(context.Context, hub.Message) error {
-	return errors.New("broker down")
+func (failingLog) Append(context.Context, hub.Message) (uint64, bool, error) {
+	return 0, false, errors.New("log down")
 }
 
-func TestBrokerFailure(t *testing.T) {
+func TestSharedLogFailure(t *testing.T) {
 	t.Parallel()
-	s := New(Config{Hub: newHub(t, hub.Config{Broker: failingBroker{}})})
-	_, err := s.EmitMessage(context.Background(), &switchboardv1.EmitMessageRequest{Event: "E"})
+	s := New(Config{Hub: newHub(t, hub.Config{Sequencer: failingLog{}})})
+	_, err := s.EmitMessage(context.Background(), &switchboardv1.EmitMessageRequest{Event: "E", IdempotencyKey: "k"})
 	if got := status.Code(err); got != codes.Unavailable {
-		t.Errorf("EmitMessage with a failing broker: got %v (%v); want %v", got, err, codes.Unavailable)
+		t.Errorf("EmitMessage with a failing shared log: got %v (%v); want %v, to retry on another node", got, err, codes.Unavailable)
 	}
 }
 

@@ -27,14 +27,12 @@ type Counts struct {
 	Channels map[string]int64
 }
 
-// Broker carries messages and counts between the nodes of a cluster.
-// Implementations must be safe for concurrent use.
+// Broker carries counts between the nodes of a cluster; messages travel
+// through a Sequencer. Implementations must be safe for concurrent use.
 type Broker interface {
-	// Publish hands m to every other node.
-	Publish(ctx context.Context, m Message) error
 	// PublishCounts hands this node's counts to every other node.
 	PublishCounts(ctx context.Context, c Counts) error
-	// Subscribe starts delivering other nodes' messages and counts to h.
+	// Subscribe starts delivering other nodes' counts to h.
 	Subscribe(h BrokerHandler) error
 	// Close stops delivery and releases the broker's resources.
 	Close() error
@@ -42,8 +40,8 @@ type Broker interface {
 
 // BrokerHandler receives what other nodes publish. The Hub implements it.
 type BrokerHandler interface {
-	// HandleMessage delivers m to this node's recipients.
-	HandleMessage(m Message)
-	// HandleCounts records another node's counts.
+	// HandleCounts records another node's counts, which replace the ones
+	// it sent before; a Counts with no connection and no channel removes
+	// the node.
 	HandleCounts(c Counts)
 }

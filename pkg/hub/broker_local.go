@@ -8,9 +8,6 @@ type Local struct{}
 
 var _ Broker = Local{}
 
-// Publish does nothing: a single node has no other nodes.
-func (Local) Publish(context.Context, Message) error { return nil }
-
 // PublishCounts does nothing: a single node has no other nodes.
 func (Local) PublishCounts(context.Context, Counts) error { return nil }
 

@@ -11,14 +11,13 @@ import (
 	"time"
 )
 
-// memBus joins hubs in one process: what one node publishes, every other
-// node's hub handles at once.
+// memBus joins hubs in one process: the counts one node publishes, every
+// other node's hub handles at once.
 type memBus struct {
 	mu       sync.Mutex
 	handlers map[*memBroker]BrokerHandler
 
-	messages atomic.Int64 // Publish calls
-	counts   atomic.Int64 // PublishCounts calls
+	counts atomic.Int64 // PublishCounts calls
 }
 
 func newBus() *memBus {
@@ -46,12 +45,44 @@ type memBroker struct {
 
 var _ Broker = (*memBroker)(nil)
 
-func (m *memBroker) Publish(_ context.Context, msg Message) error {
-	m.bus.messages.Add(1)
-	for _, h := range m.bus.others(m) {
-		h.HandleMessage(msg)
+// memLog is a Sequencer shared in one process: it numbers messages and
+// delivers each, in order, to every hub attached.
+type memLog struct {
+	mu   sync.Mutex
+	hubs []*Hub
+	ids  map[string]uint64
+	head uint64
+}
+
+var _ Sequencer = (*memLog)(nil)
+
+func newMemLog() *memLog { return &memLog{ids: make(map[string]uint64)} }
+
+func (l *memLog) attach(t testing.TB, h *Hub) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := h.ResetLog("shared", l.head); err != nil {
+		t.Fatal(err)
 	}
-	return nil
+	l.hubs = append(l.hubs, h)
+}
+
+func (l *memLog) Append(_ context.Context, m Message) (uint64, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if off, ok := l.ids[m.ID]; ok {
+		return off, true, nil
+	}
+	l.head++
+	m.Offset = l.head
+	l.ids[m.ID] = m.Offset
+	for _, h := range l.hubs {
+		if err := h.Deliver(m, time.Now()); err != nil {
+			return 0, false, err
+		}
+	}
+	return m.Offset, false, nil
 }
 
 func (m *memBroker) PublishCounts(_ context.Context, c Counts) error {
@@ -82,7 +113,6 @@ func TestLocalBroker(t *testing.T) {
 	var b Broker = Local{}
 	ctx := t.Context()
 	for name, err := range map[string]error{
-		"Publish":       b.Publish(ctx, Message{Event: "E"}),
 		"PublishCounts": b.PublishCounts(ctx, Counts{Node: "n", Total: 1}),
 		"Subscribe":     b.Subscribe(nil),
 		"Close":         b.Close(),
@@ -96,9 +126,11 @@ func TestLocalBroker(t *testing.T) {
 func TestCluster(t *testing.T) {
 	t.Parallel()
 	const interval = 20 * time.Millisecond
-	bus := newBus()
-	a := newHub(t, Config{Node: "a", Broker: bus.join(), CountInterval: interval})
-	b := newHub(t, Config{Node: "b", Broker: bus.join(), CountInterval: interval})
+	bus, log := newBus(), newMemLog()
+	a := newHub(t, Config{Node: "a", Broker: bus.join(), Sequencer: log, CountInterval: interval})
+	b := newHub(t, Config{Node: "b", Broker: bus.join(), Sequencer: log, CountInterval: interval})
+	log.attach(t, a)
+	log.attach(t, b)
 
 	// a: three clients, two in "c"; b: two clients, one in "c".
 	join := func(h *Hub, channels ...string) (*Client, *fakeTransport) {
@@ -129,17 +161,21 @@ func TestCluster(t *testing.T) {
 		waitFor(t, fmt.Sprintf("browser %d to show 5", i), func() bool { return ft.lastCount() == 5 })
 	}
 
-	// Messages cross nodes; recipients are counted per node.
+	// Messages cross nodes through the shared log, in one order;
+	// recipients are the cluster's audience.
 	res, err := a.Emit(t.Context(), Message{Event: "All", Data: []byte(`1`)})
-	if err != nil || res.Recipients != 3 {
-		t.Fatalf("Emit on a: got %d, %v; want 3, nil", res.Recipients, err)
+	if err != nil || res.Recipients != 5 || res.Offset != 1 {
+		t.Fatalf("Emit on a: got %+v, %v; want 5 recipients at offset 1", res, err)
 	}
 	everyone := res.ID
-	res, err = b.Emit(t.Context(), Message{Event: "C", Channel: "c", Data: []byte(`2`)})
-	if err != nil || res.Recipients != 1 {
-		t.Fatalf("Emit to %q on b: got %d, %v; want 1, nil", "c", res.Recipients, err)
+	res, err = b.EmitOnce(t.Context(), "key-c", Message{Event: "C", Channel: "c", Data: []byte(`2`)})
+	if err != nil || res.Recipients != 3 || res.Offset != 2 {
+		t.Fatalf("Emit to %q on b: got %+v, %v; want 3 recipients at offset 2", "c", res, err)
 	}
 	toC := res.ID
+	if again, err := a.EmitOnce(t.Context(), "key-c", Message{Event: "C", Channel: "c"}); err != nil || !again.Duplicate || again.Offset != 2 {
+		t.Errorf("the same key on the other node: got %+v, %v; want a duplicate at 2", again, err)
+	}
 	tests := []struct {
 		name string
 		ft   *fakeTransport
@@ -251,4 +287,53 @@ func TestHandleCounts(t *testing.T) {
 	if want := []string{"p"}; !slices.Equal(nodes, want) {
 		t.Errorf("remote nodes: got %v; want %v", nodes, want)
 	}
+}
+
+func TestRemoteCounts(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, Config{})
+	h.HandleCounts(Counts{Node: "b", Total: 2, Channels: map[string]int64{"q": 1}})
+	h.HandleCounts(Counts{Node: "a", Total: 1})
+	got := h.RemoteCounts()
+	if len(got) != 2 || got[0].Node != "a" || got[1].Node != "b" || got[1].Channels["q"] != 1 {
+		t.Fatalf("RemoteCounts: got %+v; want a then b, with b's channel", got)
+	}
+	got[1].Channels["q"] = 99
+	if h.RemoteCounts()[1].Channels["q"] != 1 {
+		t.Error("RemoteCounts shares its maps with the hub")
+	}
+	h.HandleCounts(Counts{Node: "a"})
+	if got := h.RemoteCounts(); len(got) != 1 {
+		t.Errorf("after a left: got %+v; want b alone", got)
+	}
+}
+
+// TestDrainPublishesCounts: a node that drains tells the others of each
+// client it closes as it closes it, so that a client that has moved to
+// another node is not counted by both while the drain goes on.
+func TestDrainPublishesCounts(t *testing.T) {
+	t.Parallel()
+	bus := newBus()
+	a := newHub(t, Config{Node: "a", Broker: bus.join()})
+	b := newHub(t, Config{Node: "b", Broker: bus.join()})
+	const n = 20
+	for range n {
+		register(t, a)
+	}
+	waitFor(t, "b to count a's clients", func() bool { return b.Count("") == n })
+
+	const spread = 400 * time.Millisecond
+	drained := make(chan error, 1)
+	start := time.Now()
+	go func() { drained <- a.Drain(t.Context(), ReasonShutdown, spread) }()
+	// Halfway through the drain, about half of a's clients are gone, on
+	// a and at b alike.
+	time.Sleep(spread / 2)
+	if got := b.Count(""); got > n*3/4 {
+		t.Errorf("b's count %v into a's drain over %v: got %d; want it to follow a's closes (a holds %d)", time.Since(start).Round(time.Millisecond), spread, got, a.Count(""))
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: got %v; want nil", err)
+	}
+	waitFor(t, "b to count none of a's clients once a drained", func() bool { return b.Count("") == 0 })
 }

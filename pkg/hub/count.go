@@ -2,6 +2,9 @@ package hub
 
 import (
 	"context"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/switchboard-rt/switchboard/pkg/frame"
@@ -164,7 +167,7 @@ func (h *Hub) localChanged(channel string) {
 const publishInterval = 10 * time.Millisecond
 
 // publishLoop publishes this node's counts when they change, at most every
-// publishInterval.
+// publishInterval, until the hub closes: through a drain too.
 func (h *Hub) publishLoop() {
 	defer h.loops.Done()
 	t := time.NewTimer(0)
@@ -172,7 +175,7 @@ func (h *Hub) publishLoop() {
 	for {
 		select {
 		case <-h.publishWake:
-		case <-h.done:
+		case <-h.closed:
 			return
 		}
 		if h.localDirty.Swap(false) {
@@ -181,7 +184,7 @@ func (h *Hub) publishLoop() {
 		t.Reset(publishInterval)
 		select {
 		case <-t.C:
-		case <-h.done:
+		case <-h.closed:
 			return
 		}
 	}
@@ -302,6 +305,20 @@ func (h *Hub) LocalCounts() Counts {
 		s.mu.RUnlock()
 	}
 	return c
+}
+
+// RemoteCounts returns the counts other nodes last reported, one per node
+// (a cluster's other members, or a pair's other node), sorted by node.
+func (h *Hub) RemoteCounts() []Counts {
+	h.remoteMu.RLock()
+	out := make([]Counts, 0, len(h.remote))
+	for _, c := range h.remote {
+		c.Channels = maps.Clone(c.Channels)
+		out = append(out, c)
+	}
+	h.remoteMu.RUnlock()
+	slices.SortFunc(out, func(a, b Counts) int { return strings.Compare(a.Node, b.Node) })
+	return out
 }
 
 // OnLocalCounts calls fn with this node's counts at once and then each time

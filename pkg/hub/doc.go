@@ -8,8 +8,13 @@
 // not take; only then does a client get a goroutine of its own, to wait
 // for the rest to be flushed. So a slow or dead browser never delays the
 // others, and no lock is held while writing to a socket.
-// Messages and counts from other nodes arrive through a Broker, whose
-// default, Local, is a single node that needs nothing outside the process.
+//
+// Every message gets an offset in the node's log (see package msglog) and is
+// committed in that order. Counts from other nodes arrive through a Broker,
+// whose default, Local, is a single node that needs nothing outside the
+// process. In a cluster a Sequencer, a log the nodes share, orders the
+// messages instead: an emit goes into it, and every node delivers what it
+// hands back (Deliver).
 //
 // For fail-over, a standby node pauses its hub while its primary serves
 // (Pause: no new clients, emits or watches; watches in progress end with

@@ -18,11 +18,14 @@ import (
 // that no browser ever sees a message that the death of this node could
 // take from the log.
 
-// Emit assigns m an ID and an offset, commits it and hands it to the
-// broker for the other nodes. It returns what Emitted describes. It
-// never blocks on a client; with a follower it waits until the follower
-// holds the message (see Follow).
+// Emit assigns m an ID and an offset and commits it. It returns what
+// Emitted describes. It never blocks on a client; with a follower it
+// waits until the follower holds the message (see Follow), with a
+// Sequencer until the shared log does.
 func (h *Hub) Emit(ctx context.Context, m Message) (Emitted, error) {
+	if h.cfg.Sequencer != nil {
+		return h.appendShared(ctx, "", m)
+	}
 	return h.emit(ctx, nil, m)
 }
 
@@ -58,11 +61,7 @@ func (h *Hub) emit(ctx context.Context, ke *keyEntry, m Message) (Emitted, error
 	if h.follow != nil {
 		p := h.follow.add(e, ke, h.cfg.FollowTimeout)
 		h.emitMu.Unlock()
-		res, err := h.awaitCommit(ctx, p)
-		if err != nil {
-			return res, err
-		}
-		return res, h.broker.Publish(ctx, m)
+		return h.awaitCommit(ctx, p)
 	}
 	f := h.commitLocked(e)
 	h.emitMu.Unlock()
@@ -71,28 +70,7 @@ func (h *Hub) emit(ctx context.Context, ke *keyEntry, m Message) (Emitted, error
 	if ke != nil {
 		h.keys.finish(ke, res, true)
 	}
-	m.Offset = e.Offset
-	return res, h.broker.Publish(ctx, m)
-}
-
-// HandleMessage delivers a message published by another node: it enters
-// this node's log as a message of its own, with its ID kept.
-func (h *Hub) HandleMessage(m Message) {
-	h.emitMu.Lock()
-	if h.draining.Load() {
-		h.emitMu.Unlock()
-		return
-	}
-	h.assigned++
-	f := h.commitLocked(msglog.Entry{
-		Offset:  h.assigned,
-		Channel: m.Channel,
-		ID:      m.ID,
-		Frame:   frame.AppendMessage(nil, m.ID, h.assigned, m.Event, m.Channel, m.Data),
-		Time:    time.Now(),
-	})
-	h.emitMu.Unlock()
-	f.finish(h)
+	return res, nil
 }
 
 // commitLocked appends e to the log and queues its frame to every local

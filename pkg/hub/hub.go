@@ -30,9 +30,12 @@ var ErrPaused = errors.New("hub is paused: another node is active")
 
 // Config tunes a Hub. The zero value is ready to use.
 type Config struct {
-	// Broker carries messages and counts to other nodes. Default: Local, a
-	// single node.
+	// Broker carries counts to other nodes. Default: Local, a single node.
 	Broker Broker
+	// Sequencer, when set, is the message log the hub shares with other
+	// nodes (see Sequencer): emits go into it, and the hub delivers what
+	// its owner hands to Deliver. Default: none, the hub's own log.
+	Sequencer Sequencer
 	// Node names this node to its broker. Default: a random id.
 	Node string
 	// Logger receives the hub's logs. Default: slog.Default().
@@ -187,10 +190,15 @@ type Hub struct {
 	globalDirty atomic.Bool   // the cluster count changed since the last count frame
 	localDirty  atomic.Bool   // this node's counts changed since they were last published
 	draining    atomic.Bool
-	done        chan struct{} // closed by Close
+	done        chan struct{} // closed by Drain (and so by Close)
 	closeOnce   sync.Once
-	loops       sync.WaitGroup
-	writers     sync.WaitGroup
+	// closed is closed by Close: publishLoop goes on through a drain,
+	// so that each client the drain closes leaves the other nodes'
+	// counts as it goes, not when the hub closes.
+	closed     chan struct{}
+	closedOnce sync.Once
+	loops      sync.WaitGroup
+	writers    sync.WaitGroup
 
 	stats Stats
 }
@@ -210,6 +218,7 @@ func New(cfg Config) (*Hub, error) {
 		countWake:   make(chan struct{}, 1),
 		publishWake: make(chan struct{}, 1),
 		done:        make(chan struct{}),
+		closed:      make(chan struct{}),
 		pauseCh:     make(chan struct{}),
 		pool:        newWriterPool(),
 		msgs:        msglog.New(msglog.Config{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}),
@@ -403,6 +412,7 @@ func (h *Hub) Close() error {
 	if f != nil {
 		f.Stop(ErrClosed)
 	}
+	h.closedOnce.Do(func() { close(h.closed) })
 	h.loops.Wait()
 	h.publishCounts()
 	if err == nil {

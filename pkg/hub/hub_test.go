@@ -1121,18 +1121,33 @@ func TestSubscribeRacesClose(t *testing.T) {
 	}
 }
 
-func TestHandleMessageWhileDraining(t *testing.T) {
+func TestDeliverFollowsTheHead(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, Config{})
+	if err := h.ResetLog("shared", 41); err != nil {
+		t.Fatal(err)
+	}
 	_, ft := register(t, h)
-	h.HandleMessage(Message{ID: "x-1", Event: "E"})
-	waitFor(t, "the remote message", func() bool { return len(ft.messages()) == 1 })
+	if w := welcome(t, ft); w.Epoch != "shared" || w.Offset != 41 {
+		t.Errorf("welcome after ResetLog: got %+v; want epoch shared at 41", w)
+	}
+	if err := h.Deliver(Message{ID: "x-1", Offset: 42, Event: "E"}, time.Now()); err != nil {
+		t.Fatalf("Deliver(42): %v", err)
+	}
+	waitFor(t, "the message", func() bool { return len(ft.messages()) == 1 })
+	for _, off := range []uint64{42, 44} {
+		if err := h.Deliver(Message{ID: "x", Offset: off, Event: "E"}, time.Now()); !errors.Is(err, ErrNotNext) {
+			t.Errorf("Deliver(%d) after 42: got %v; want ErrNotNext", off, err)
+		}
+	}
 	if err := h.Drain(t.Context(), ReasonShutdown, 0); err != nil {
 		t.Fatalf("Drain: got %v; want nil", err)
 	}
-	h.HandleMessage(Message{ID: "x-2", Event: "E"})
-	if got, want := ft.messageIDs(), []string{"x-1"}; !slices.Equal(got, want) {
-		t.Errorf("messages: got %v; want %v", got, want)
+	if err := h.Deliver(Message{ID: "x-2", Offset: 43, Event: "E"}, time.Now()); err != nil {
+		t.Fatalf("Deliver(43) while draining: %v", err)
+	}
+	if got, want := ft.messageIDs(), []string{"x-1"}; !slices.Equal(got, want) || ft.offsets()[0] != 42 {
+		t.Errorf("messages: got %v at %v; want %v at 42, nothing after the drain", got, ft.offsets(), want)
 	}
 }
 

@@ -169,6 +169,10 @@ func (h *Hub) EmitOnce(ctx context.Context, key string, m Message) (Emitted, err
 	if key == "" {
 		return h.Emit(ctx, m)
 	}
+	if h.cfg.Sequencer != nil {
+		// The shared log de-duplicates, for the whole cluster.
+		return h.appendShared(ctx, key, m)
+	}
 	for {
 		if err := h.refuse(); err != nil {
 			return Emitted{}, err

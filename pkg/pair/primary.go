@@ -3,6 +3,7 @@ package pair
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -96,6 +97,19 @@ func (s *Service) Stop() {
 	for _, ps := range sessions {
 		ps.cancel()
 	}
+}
+
+// Standbys returns the node names of the standbys in session with this
+// primary, sorted.
+func (s *Service) Standbys() []string {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.sessions))
+	for ps := range s.sessions {
+		names = append(names, ps.peer)
+	}
+	s.mu.Unlock()
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // Follow serves one standby's session (see the proto).

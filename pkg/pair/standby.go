@@ -59,6 +59,7 @@ type Link struct {
 	cancel context.CancelFunc
 
 	following atomic.Bool
+	primary   atomic.Pointer[string] // the node name of the session's primary
 }
 
 // NewLink returns a link for cfg; Run starts it.
@@ -67,6 +68,15 @@ func NewLink(cfg LinkConfig) *Link { return &Link{cfg: cfg} }
 // Following reports whether the standby holds the primary's log and
 // follows it right now.
 func (l *Link) Following() bool { return l.following.Load() }
+
+// Primary returns the node name of the primary whose log the standby
+// follows, or "" when it follows none.
+func (l *Link) Primary() string {
+	if p := l.primary.Load(); p != nil && l.following.Load() {
+		return *p
+	}
+	return ""
+}
 
 // Run follows the primary until ctx ends.
 func (l *Link) Run(ctx context.Context) {
@@ -166,6 +176,8 @@ func (l *Link) session(parent context.Context) (followed bool, err error) {
 	if accepted == nil {
 		return false, errProtocol("a Follow session begins with accepted")
 	}
+	peer := accepted.GetNode()
+	l.primary.Store(&peer)
 	handedOver := false
 	defer func() { l.cfg.Ended(handedOver) }()
 	if accepted.GetWantsLog() {
@@ -216,7 +228,6 @@ func (l *Link) session(parent context.Context) (followed bool, err error) {
 	}
 	l.cfg.Logger.Info("standby: following the primary's log", "primary", accepted.GetNode(), "epoch", a.snap.Log.Epoch, "offset", a.snap.Log.Head)
 
-	peer := accepted.GetNode()
 	defer h.HandleCounts(hub.Counts{Node: peer}) // its browsers leave with it
 	out := newOutbox()
 	stopCounts := h.OnLocalCounts(out.setCounts)

@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// serveAdmin serves pprof (/debug/pprof/) and the metrics on the admin
-// listener, if there is one, and returns a function that stops it.
+// serveAdmin serves the operator's page (/ and /state.json), pprof
+// (/debug/pprof/) and the metrics on the admin listener, if there is one,
+// and returns a function that stops it.
 func (s *Server) serveAdmin() (stop func()) {
 	if s.adminLn == nil {
 		return func() {}
@@ -21,6 +22,7 @@ func (s *Server) serveAdmin() (stop func()) {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	stopDashboard := s.startDashboard(mux)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -33,10 +35,11 @@ func (s *Server) serveAdmin() (stop func()) {
 			s.log.Error("admin listener failed", "err", err)
 		}
 	}()
-	s.log.Info("admin listener serving pprof and metrics", "admin_addr", s.AdminAddr())
+	s.log.Info("admin listener serving the operator's page, pprof and metrics", "admin_addr", s.AdminAddr())
 	return func() {
 		srv.Close()
 		<-done
+		stopDashboard()
 	}
 }
 

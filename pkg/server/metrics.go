@@ -89,6 +89,25 @@ func (s *Server) initMetrics() {
 				return 0
 			}),
 		counter("switchboard_follower_drops_total", "Times a following standby was dropped for not acknowledging in time; the primary then went on alone.", nil, load(&st.FollowerDrops)),
+		gauge("switchboard_cluster_member", "1 when the node is a cluster member (SWITCHBOARD_NATS_URL set), 0 otherwise.",
+			func() float64 {
+				if s.member != nil {
+					return 1
+				}
+				return 0
+			}),
+		gauge("switchboard_cluster_ready", "On a cluster member: 1 while NATS is up and the member has caught up with the log, 0 otherwise.",
+			func() float64 {
+				if s.member == nil {
+					return 0
+				}
+				if st, _ := s.member.State(); st.Ready() {
+					return 1
+				}
+				return 0
+			}),
+		gauge("switchboard_nodes", "Other nodes whose counts this node adds to its own: a cluster's other members, or the pair's other node.",
+			func() float64 { return float64(len(s.hub.RemoteCounts())) }),
 		gauge("switchboard_uptime_seconds", "Seconds since the node started.",
 			func() float64 { return time.Since(s.started).Seconds() }),
 	)

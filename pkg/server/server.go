@@ -25,6 +25,7 @@ import (
 	pairv1 "github.com/switchboard-rt/switchboard/gen/switchboard/pair/v1"
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
 	"github.com/switchboard-rt/switchboard/pkg/certs"
+	"github.com/switchboard-rt/switchboard/pkg/cluster"
 	"github.com/switchboard-rt/switchboard/pkg/control"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/metrics"
@@ -87,12 +88,18 @@ type Config struct {
 	// they do not all reconnect to the primary at once. Default: 3s.
 	// Longer spares the primary; meanwhile both nodes count some browsers.
 	HandBackSpread time.Duration
+	// Cluster, with URLs set, makes this node a member of a cluster over
+	// NATS (see package cluster): every member active, sharing one message
+	// log and exact counts. Its history bounds are the hub's. Default: no
+	// URLs, one node or a pair. It excludes PrimaryAddr.
+	Cluster cluster.Config
 	// Hub tunes the hub; its Logger defaults to Logger.
 	Hub hub.Config
 	// TLS serves the listeners over TLS; see TLSConfig. Default: plain
 	// text.
 	TLS TLSConfig
-	// AdminAddr, when set, is where an admin listener serves pprof
+	// AdminAddr, when set, is where an admin listener serves the
+	// operator's page (/, /state.json; see package dashboard), pprof
 	// (/debug/pprof/) and /metrics. Default: unset, no admin listener.
 	// pprof reveals the process's internals and can cost CPU: bind it to
 	// loopback or a private network.
@@ -122,9 +129,10 @@ type Server struct {
 	edge      *wsedge.Handler
 	api       *control.Service
 	ready     atomic.Bool
-	state     atomic.Int32  // stateActive, a standby's stateUnknown or statePassive, or a primary's stateSyncing
-	standby   *standby      // nil for a primary
-	pair      *pair.Service // the log service of a primary; nil for a standby
+	state     atomic.Int32    // stateActive, a standby's stateUnknown or statePassive, a primary's stateSyncing, a member's stateJoining
+	standby   *standby        // nil for a primary
+	pair      *pair.Service   // the log service of a primary; nil for a standby and in a cluster
+	member    *cluster.Member // nil outside a cluster
 	started   time.Time
 
 	rejected       map[string]*atomic.Int64 // by the limits in nodeLimits
@@ -191,7 +199,16 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.Hub.OnOverBudget == nil {
 		cfg.Hub.OnOverBudget = func() { s.countRejection(hub.LimitQueuedBytes) }
 	}
+	if len(cfg.Cluster.URLs) > 0 {
+		if err := s.joinCluster(); err != nil {
+			return nil, err
+		}
+		cfg.Hub.Broker, cfg.Hub.Sequencer = s.member, s.member
+	}
 	if s.hub, err = hub.New(cfg.Hub); err != nil {
+		if s.member != nil {
+			s.member.Close()
+		}
 		return nil, fmt.Errorf("failed to start hub: %w", err)
 	}
 	defer func() {
@@ -200,6 +217,10 @@ func New(cfg Config) (_ *Server, err error) {
 			s.hub.Close()
 		}
 	}()
+	if s.member != nil {
+		s.member.Start(s.hub)
+		s.state.Store(stateJoining)
+	}
 	s.initMetrics()
 	if err = s.loadCerts(); err != nil {
 		return nil, err
@@ -250,7 +271,7 @@ func New(cfg Config) (_ *Server, err error) {
 	s.api = control.New(s.controlLimits(control.Config{Hub: s.hub, MaxDataBytes: cfg.MaxDataBytes}))
 	switchboardv1.RegisterSwitchboardServiceServer(s.grpcSrv, s.api)
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
-	if s.standby == nil {
+	if s.standby == nil && s.member == nil {
 		s.pair = pair.NewService(s.hub, s.log)
 		pairv1.RegisterPairServiceServer(s.grpcSrv, s.pair)
 	} else if cfg.StandbyWait > 0 {
@@ -272,6 +293,8 @@ func New(cfg Config) (_ *Server, err error) {
 			s.edge.ServeHTTP(w, r)
 		case stateSyncing:
 			http.Error(w, "starting: taking the message log from the standby", http.StatusServiceUnavailable)
+		case stateJoining:
+			http.Error(w, "not ready: "+s.clusterReason()+"; connect to another node", http.StatusServiceUnavailable)
 		default:
 			http.Error(w, "standby: primary is serving", http.StatusServiceUnavailable)
 		}
@@ -296,6 +319,9 @@ func New(cfg Config) (_ *Server, err error) {
 			return
 		case stateSyncing:
 			http.Error(w, "starting: taking the message log from the standby", http.StatusServiceUnavailable)
+			return
+		case stateJoining:
+			http.Error(w, "not ready: "+s.clusterReason(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -375,6 +401,13 @@ func (s *Server) Run(ctx context.Context) error {
 			s.standby.run(watchCtx)
 		}()
 		s.log.Info("switchboard serving as a standby", "http_addr", s.HTTPAddr(), "grpc_addr", s.GRPCAddr(), "node", s.hub.Node(), "auth", s.cfg.APIToken != "", "primary", s.cfg.PrimaryAddr)
+	} else if s.member != nil {
+		watching.Add(1)
+		go func() {
+			defer watching.Done()
+			s.followCluster(watchCtx)
+		}()
+		s.log.Info("switchboard serving as a cluster member", "http_addr", s.HTTPAddr(), "grpc_addr", s.GRPCAddr(), "node", s.hub.Node(), "auth", s.cfg.APIToken != "", "cluster", s.cfg.Cluster.Name, "member", s.cfg.Cluster.Member)
 	} else {
 		if s.cfg.StandbyWait > 0 {
 			s.takeStandbyLog(ctx)
