@@ -350,12 +350,25 @@ func (m *Member) Append(ctx context.Context, msg hub.Message) (uint64, bool, err
 	if msg.Channel != "" {
 		nm.Header.Set(channelHeader, msg.Channel)
 	}
-	ack, err := m.js.PublishMsg(ctx, nm, jetstream.WithMsgID(msg.ID), jetstream.WithExpectStream(m.stream))
+	// One attempt waits at most appendTimeout for JetStream: an
+	// acknowledgement lost with a NATS server would otherwise hold the
+	// call until the caller's deadline, which it does not retry. Past it
+	// the caller gets UNAVAILABLE and retries with the same id, which
+	// the stream answers as a duplicate if the first attempt was stored.
+	actx, cancel := context.WithTimeout(ctx, appendTimeout)
+	defer cancel()
+	ack, err := m.js.PublishMsg(actx, nm, jetstream.WithMsgID(msg.ID), jetstream.WithExpectStream(m.stream))
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return 0, false, fmt.Errorf("the cluster's log did not acknowledge the message within %v: retry", appendTimeout)
+		}
 		return 0, false, fmt.Errorf("failed to add the message to the cluster's log: %w", err)
 	}
 	return ack.Sequence, ack.Duplicate, nil
 }
+
+// appendTimeout bounds one attempt to add a message to the stream.
+const appendTimeout = 2 * time.Second
 
 // errUnavailable is what an emit gets while the member has no NATS.
 var errUnavailable = errors.New("this node has lost NATS: retry on another node")

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboard-rt/switchboard/internal/natstest"
+	"github.com/switchboard-rt/switchboard/internal/proxytest"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/msglog"
 )
@@ -338,4 +340,26 @@ func TestJoinRefusesDataNATSCannotCarry(t *testing.T) {
 		t.Fatalf("Join with 64 KiB of data: %v", err)
 	}
 	m.Close()
+}
+
+// TestAppendDoesNotWaitForALostAcknowledgement: NATS vanishes (no reset,
+// no FIN) with a message's acknowledgement outstanding: Append gives up
+// within appendTimeout with an error to retry, instead of holding the
+// call to the caller's deadline, which callers do not retry.
+func TestAppendDoesNotWaitForALostAcknowledgement(t *testing.T) {
+	url, _, _ := startNATS(t)
+	link := proxytest.Start(t, strings.TrimPrefix(url, "nats://"))
+	n := joinNode(t, "nats://"+link.Addr(), "a", hub.Config{})
+	if _, err := n.hub.Emit(context.Background(), hub.Message{Event: "before"}); err != nil {
+		t.Fatalf("Emit before the blackhole: %v", err)
+	}
+	link.Blackhole()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := n.hub.Emit(ctx, hub.Message{Event: "lost"})
+	took := time.Since(start)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || took > appendTimeout+2*time.Second {
+		t.Errorf("Emit with its acknowledgement lost: got %v after %v; want an error to retry, within about %v", err, took, appendTimeout)
+	}
 }
