@@ -30,8 +30,9 @@ test: test-go test-express test-node test-web ## run every test: Go (race detect
 # on Debian) or say what to run, and no test may skip for want of them.
 test-go test-express test-node test-web: export SWITCHBOARD_REQUIRE_TEST_TOOLS = 1
 
-test-go: ## run the Go tests with the race detector (Chromium, nginx and Node.js included), and the benchmarks once
+test-go: ## run the Go tests with the race detector (Chromium, nginx, nats-server and Node.js included), and the benchmarks once
 	bash scripts/test-deps.sh chromium nginx node
+	bash scripts/install-tools.sh nats-server
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
 

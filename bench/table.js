@@ -51,6 +51,7 @@ const emitRows = [
   ["server CPU per delivery (µs) ↓", (r) => r.cpu_per_delivery_us, 2],
   ["server CPU in emit phase (s) ↓", (r) => r.server_cpu_s, 2],
   ["server RSS at the end (MiB) ↓", (r) => r.server_rss_after_kb && r.server_rss_after_kb / 1024, 1],
+  ["NATS servers' CPU over the run (s) ↓", (r) => r.nats_cpu_s, 2],
   ["swbench CPU (s)", (r) => r.load_cpu_s, 2],
 ];
 const rows = {
@@ -65,6 +66,7 @@ const rows = {
   e: [
     ["connect all (s) ↓", (r) => r.connect_s, 2],
     ["connect and count all (s) ↓", (r) => r.count_all_s, 2],
+    ["every count right after the last connect (s) ↓", (r) => r.count_all_s != null && r.connect_s != null ? r.count_all_s - r.connect_s : null, 2],
     ["count frames per client, max", (r) => r.count_frames_max, 0],
     ["count frames per client, mean", (r) => r.count_frames_mean, 1],
     ["dial retries", (r) => r.dial_retries, 0],
@@ -89,7 +91,13 @@ function status(target, rs) {
 
 // One column per target, in TARGETS order, then each later target's
 // ratio to the first.
-const names = { socketio: "socket.io", switchboard: "Switchboard", "switchboard-nohistory": "Switchboard, history off", "switchboard-pair": "Switchboard, standby following" };
+const names = {
+  socketio: "socket.io",
+  switchboard: "Switchboard",
+  "switchboard-nohistory": "Switchboard, history off",
+  "switchboard-pair": "Switchboard, standby following",
+  "switchboard-cluster": "Switchboard, 3-node cluster",
+};
 const name = (t) => names[t] || t;
 const [first, ...rest] = targets;
 const lines = [

@@ -24,10 +24,13 @@ const (
 type Config struct {
 	// Target is TargetSwitchboard (default) or TargetSocketIO.
 	Target string
-	// WSURL is Switchboard's WebSocket endpoint. Default:
-	// ws://127.0.0.1:8080/ws.
+	// WSURL is Switchboard's WebSocket endpoint, or a comma list of the
+	// endpoints of a cluster's nodes: client i connects to the i-th, in
+	// turn. Default: ws://127.0.0.1:8080/ws.
 	WSURL string
-	// GRPCAddr is Switchboard's gRPC API. Default: 127.0.0.1:9090.
+	// GRPCAddr is Switchboard's gRPC API, or a comma list of a cluster's:
+	// emit i goes to the i-th, in turn, and counts are asked of the
+	// first. Default: 127.0.0.1:9090.
 	GRPCAddr string
 	// Token is sent as "authorization: Bearer <token>" on gRPC calls.
 	Token string
@@ -75,6 +78,9 @@ type Config struct {
 	// PID is the server process to sample (/proc/PID/stat CPU time,
 	// /proc/PID/status VmRSS); 0 samples nothing.
 	PID int
+	// PIDs are more server processes (a cluster's other nodes), sampled
+	// with PID: CPU and RSS are their sums.
+	PIDs []int
 	// Timeout bounds each phase: connecting and counting, and waiting for
 	// the deliveries after the last emit. Default: 60s.
 	Timeout time.Duration
@@ -144,14 +150,14 @@ func (c Config) validate() error {
 	return nil
 }
 
-// wsURL is where the clients connect.
-func (c Config) wsURL() (string, error) {
+// wsURLs are where the clients connect.
+func (c Config) wsURLs() ([]string, error) {
 	if c.Target != TargetSocketIO {
-		return c.WSURL, nil
+		return splitList(c.WSURL), nil
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return "", fmt.Errorf("failed to parse -url: %w", err)
+		return nil, fmt.Errorf("failed to parse -url: %w", err)
 	}
 	switch u.Scheme {
 	case "http":
@@ -161,18 +167,29 @@ func (c Config) wsURL() (string, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/socket.io/"
 	u.RawQuery = "EIO=4&transport=websocket"
-	return u.String(), nil
+	return []string{u.String()}, nil
+}
+
+// splitList splits a comma list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // bench is the state of one run shared by its goroutines.
 type bench struct {
-	cfg          Config
-	dialer       *wsDialer
-	dialers      []*wsDialer // one per visitor, with -visitors
+	cfg Config
+	// dialers are by node, then by visitor (one per node without
+	// -visitors): client i dials dialers[i%nodes][i%visitors].
+	dialers      [][]*wsDialer
 	conns        []*conn
 	target       int64 // count every client must see: baseline + Clients
 	baseVisitors int64 // visitors on the server before the run
-	dialed       atomic.Int64
 
 	// Connect phase.
 	retries   atomic.Int64
@@ -198,29 +215,38 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.validate(); err != nil {
 		return Result{}, err
 	}
-	u, err := cfg.wsURL()
+	urls, err := cfg.wsURLs()
 	if err != nil {
 		return Result{}, err
 	}
-	dialer, err := newWSDialer(u, cfg.Origin)
-	if err != nil {
-		return Result{}, err
-	}
-	var dialers []*wsDialer
-	for i := range cfg.Visitors {
-		vu, _ := url.Parse(u)
-		q := vu.Query()
-		q.Set("visitor", fmt.Sprint("swbench-", i))
-		vu.RawQuery = q.Encode()
-		d, err := newWSDialer(vu.String(), cfg.Origin)
-		if err != nil {
-			return Result{}, err
+	var dialers [][]*wsDialer
+	for _, u := range urls {
+		var node []*wsDialer
+		for i := range max(1, cfg.Visitors) {
+			du := u
+			if cfg.Visitors > 0 {
+				vu, err := url.Parse(u)
+				if err != nil {
+					return Result{}, fmt.Errorf("failed to parse the WebSocket URL: %w", err)
+				}
+				q := vu.Query()
+				q.Set("visitor", fmt.Sprint("swbench-", i))
+				vu.RawQuery = q.Encode()
+				du = vu.String()
+			}
+			d, err := newWSDialer(du, cfg.Origin)
+			if err != nil {
+				return Result{}, err
+			}
+			node = append(node, d)
 		}
-		dialers = append(dialers, d)
+		dialers = append(dialers, node)
+	}
+	if len(dialers) == 0 {
+		return Result{}, errors.New("no WebSocket URL")
 	}
 	b := &bench{
 		cfg:     cfg,
-		dialer:  dialer,
 		dialers: dialers,
 		conns:   make([]*conn, cfg.Clients),
 		counted: make(chan struct{}),
@@ -235,6 +261,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		Inflight: cfg.Inflight,
 		Payload:  cfg.Payload,
 		Channel:  cfg.Channel,
+		Nodes:    len(dialers),
 		Expected: int64(cfg.Clients) * int64(cfg.Emits),
 	}
 	defer b.closeAll()
@@ -260,12 +287,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 
-	proc := newProcSampler(cfg.PID)
+	proc := newProcSampler(append([]int{cfg.PID}, cfg.PIDs...)...)
 	rssBefore := proc.rss()
 	selfBefore := selfCPU()
 
 	// Connect.
-	cfg.Logf("connecting %d clients to %s", cfg.Clients, u)
+	cfg.Logf("connecting %d clients to %s", cfg.Clients, strings.Join(urls, ", "))
 	connectStart := time.Now()
 	if err := b.connectAll(ctx); err != nil {
 		res.DialRetries = b.retries.Load()

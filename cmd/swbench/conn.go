@@ -37,7 +37,7 @@ type conn struct {
 func (b *bench) dial(ctx context.Context, i int) (*conn, error) {
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		c, err := b.dialOnce(ctx)
+		c, err := b.dialOnce(ctx, i)
 		if err == nil {
 			return c, nil
 		}
@@ -55,16 +55,12 @@ func (b *bench) dial(ctx context.Context, i int) (*conn, error) {
 	}
 }
 
-// dialOnce connects one client and, within the same 15 s, joins the
+// dialOnce connects client i and, within the same 15 s, joins the
 // socket.io namespace or subscribes to cfg.Channel.
-func (b *bench) dialOnce(ctx context.Context) (*conn, error) {
+func (b *bench) dialOnce(ctx context.Context, i int) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	d := b.dialer
-	if len(b.dialers) > 0 {
-		d = b.dialers[int(b.dialed.Add(1)-1)%len(b.dialers)]
-	}
-	ws, err := d.dial(ctx, b.cfg.Payload+512, b.cfg.Payload+64<<10)
+	ws, err := b.dialerFor(i).dial(ctx, b.cfg.Payload+512, b.cfg.Payload+64<<10)
 	if err != nil {
 		return nil, fmt.Errorf("failed to dial: %w", err)
 	}
@@ -296,4 +292,10 @@ func parseInt(b []byte) (int64, bool) {
 		n = -n
 	}
 	return n, true
+}
+
+// dialerFor returns the dialer of client i: its node, and its visitor.
+func (b *bench) dialerFor(i int) *wsDialer {
+	node := b.dialers[i%len(b.dialers)]
+	return node[i%len(node)]
 }

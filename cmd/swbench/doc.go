@@ -15,6 +15,7 @@
 //	go run ./cmd/swbench -clients 1000 -emits 200 -pid $(pgrep -n switchboard)
 //	go run ./cmd/swbench -clients 10000 -emits 0 -hold 10s -pid $PID   # idle memory
 //	go run ./cmd/swbench -target socketio -url http://127.0.0.1:3000 -clients 1000 -emits 200
+//	go run ./cmd/swbench -ws ws://a:8080/ws,ws://b:8080/ws -grpc a:9090,b:9090 -pid 4711,4712   # a cluster's nodes
 //
 // With -attack MODE it loads a node as an attacker would instead, from one
 // address and without a token (slow readers, idle connections, gRPC

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,8 +33,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var asJSON bool
 	var cpuProfile string
 	fs.StringVar(&cfg.Target, "target", TargetSwitchboard, "server kind: switchboard, or socketio for the reference app in bench/socketio")
-	fs.StringVar(&cfg.WSURL, "ws", "ws://127.0.0.1:8080/ws", "Switchboard WebSocket URL")
-	fs.StringVar(&cfg.GRPCAddr, "grpc", "127.0.0.1:9090", "Switchboard gRPC address")
+	fs.StringVar(&cfg.WSURL, "ws", "ws://127.0.0.1:8080/ws", "Switchboard WebSocket URL, or a comma list of a cluster's nodes' (clients spread over them in turn)")
+	fs.StringVar(&cfg.GRPCAddr, "grpc", "127.0.0.1:9090", "Switchboard gRPC address, or a comma list of a cluster's nodes' (emits spread over them in turn)")
 	fs.StringVar(&cfg.Token, "token", "", "gRPC API token (default: $SWITCHBOARD_API_TOKEN)")
 	fs.StringVar(&cfg.Origin, "origin", "", "Origin header to send on WebSocket upgrades (none by default)")
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:3000", "socket.io app base URL (-target socketio)")
@@ -48,7 +49,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Visitors, "visitors", 0, "give the clients this many anonymous visitor ids, in turn, and check every client is told that many visitors (Switchboard only)")
 	fs.StringVar(&cfg.Channel, "channel", "", "subscribe every client to this channel and emit to it (Switchboard only)")
 	fs.DurationVar(&cfg.Hold, "hold", 0, "stay connected this long after counting, before emitting (idle memory: -emits 0 -hold 10s)")
-	fs.IntVar(&cfg.PID, "pid", 0, "server process to sample for CPU (/proc/PID/stat) and RSS (/proc/PID/status)")
+	fs.Func("pid", "server process to sample for CPU (/proc/PID/stat) and RSS (/proc/PID/status), or a comma list of a cluster's nodes' (summed)", func(s string) error {
+		for i, item := range splitList(s) {
+			pid, err := strconv.Atoi(item)
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("want process ids, got %q", item)
+			}
+			if i == 0 {
+				cfg.PID = pid
+			} else {
+				cfg.PIDs = append(cfg.PIDs, pid)
+			}
+		}
+		return nil
+	})
 	fs.DurationVar(&cfg.Timeout, "timeout", 60*time.Second, "limit for connecting and counting, and for the deliveries after the last emit")
 	fs.BoolVar(&asJSON, "json", false, "also print the result as one JSON line")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write swbench's own CPU profile to this file (is the load side the bottleneck?)")

@@ -14,25 +14,40 @@ import (
 // every Linux architecture Go supports.
 const clockTicks = 100
 
-// procSampler reads a server process's CPU time and resident memory from
-// /proc. With pid 0, or without /proc, it reports nothing.
+// procSampler reads server processes' CPU time and resident memory from
+// /proc, summed over them. Without a pid above 0, or without /proc, it
+// reports nothing.
 type procSampler struct {
-	pid    int
+	pids   []int
 	failed bool
 }
 
-func newProcSampler(pid int) *procSampler {
-	return &procSampler{pid: pid}
+func newProcSampler(pids ...int) *procSampler {
+	p := &procSampler{}
+	for _, pid := range pids {
+		if pid > 0 {
+			p.pids = append(p.pids, pid)
+		}
+	}
+	return p
 }
 
-func (p *procSampler) ok() bool { return p.pid > 0 && !p.failed }
+func (p *procSampler) ok() bool { return len(p.pids) > 0 && !p.failed }
 
-// cpu returns the process's user plus system CPU seconds.
+// cpu returns the processes' user plus system CPU seconds.
 func (p *procSampler) cpu() float64 {
+	var sum float64
+	for _, pid := range p.pids {
+		sum += p.cpuOf(pid)
+	}
+	return sum
+}
+
+func (p *procSampler) cpuOf(pid int) float64 {
 	if !p.ok() {
 		return 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		p.failed = true
 		return 0
@@ -54,12 +69,20 @@ func (p *procSampler) cpu() float64 {
 	return float64(utime+stime) / clockTicks
 }
 
-// rss returns the process's VmRSS in KiB.
+// rss returns the processes' VmRSS in KiB.
 func (p *procSampler) rss() int64 {
+	var sum int64
+	for _, pid := range p.pids {
+		sum += p.rssOf(pid)
+	}
+	return sum
+}
+
+func (p *procSampler) rssOf(pid int) int64 {
 	if !p.ok() {
 		return 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		p.failed = true
 		return 0

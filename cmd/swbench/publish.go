@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -58,16 +59,22 @@ func newPublisher(cfg Config) (publisher, error) {
 	// The generated stub rather than pkg/client: it takes a ready
 	// structpb.Value, which saves a JSON round trip per emit on the load
 	// side.
-	cc, err := grpc.NewClient(cfg.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("failed to dial gRPC %s: %w", cfg.GRPCAddr, err)
-	}
 	p := &grpcPublisher{
-		cc:      cc,
-		api:     switchboardv1.NewSwitchboardServiceClient(cc),
 		pad:     structpb.NewStringValue(pad),
 		channel: cfg.Channel,
 		timeout: cfg.Timeout,
+	}
+	for _, addr := range splitList(cfg.GRPCAddr) {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("failed to dial gRPC %s: %w", addr, err)
+		}
+		p.ccs = append(p.ccs, cc)
+		p.apis = append(p.apis, switchboardv1.NewSwitchboardServiceClient(cc))
+	}
+	if len(p.apis) == 0 {
+		return nil, errors.New("no gRPC address")
 	}
 	if cfg.Token != "" {
 		p.md = metadata.Pairs("authorization", "Bearer "+cfg.Token)
@@ -75,9 +82,11 @@ func newPublisher(cfg Config) (publisher, error) {
 	return p, nil
 }
 
+// grpcPublisher emits through one node, or through a cluster's nodes in
+// turn; it counts on the first.
 type grpcPublisher struct {
-	cc      *grpc.ClientConn
-	api     switchboardv1.SwitchboardServiceClient
+	ccs     []*grpc.ClientConn
+	apis    []switchboardv1.SwitchboardServiceClient
 	md      metadata.MD
 	pad     *structpb.Value
 	channel string
@@ -99,7 +108,7 @@ func (p *grpcPublisher) emit(ctx context.Context, seq int, t int64) (int64, erro
 	}}}}
 	ctx, cancel := p.ctx(ctx)
 	defer cancel()
-	res, err := p.api.EmitMessage(ctx, &switchboardv1.EmitMessageRequest{Event: event, Data: data, Channel: p.channel})
+	res, err := p.apis[seq%len(p.apis)].EmitMessage(ctx, &switchboardv1.EmitMessageRequest{Event: event, Data: data, Channel: p.channel})
 	if err != nil {
 		return 0, err
 	}
@@ -113,7 +122,7 @@ func (p *grpcPublisher) count(ctx context.Context) (int64, error) {
 func (p *grpcPublisher) countChannel(ctx context.Context, channel string) (int64, error) {
 	ctx, cancel := p.ctx(ctx)
 	defer cancel()
-	res, err := p.api.GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{Channel: channel})
+	res, err := p.apis[0].GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{Channel: channel})
 	if err != nil {
 		return 0, err
 	}
@@ -124,7 +133,7 @@ func (p *grpcPublisher) countChannel(ctx context.Context, channel string) (int64
 func (p *grpcPublisher) visitors(ctx context.Context) (int64, error) {
 	ctx, cancel := p.ctx(ctx)
 	defer cancel()
-	res, err := p.api.GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{})
+	res, err := p.apis[0].GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{})
 	if err != nil {
 		return 0, err
 	}
@@ -148,7 +157,11 @@ func (p *grpcPublisher) waitSubscribed(ctx context.Context, channel string, n in
 	}
 }
 
-func (p *grpcPublisher) close() { p.cc.Close() }
+func (p *grpcPublisher) close() {
+	for _, cc := range p.ccs {
+		cc.Close()
+	}
+}
 
 // httpPublisher posts to the socket.io reference app's /emit.
 type httpPublisher struct {

@@ -23,6 +23,8 @@ type Result struct {
 	Inflight int     `json:"inflight"`
 	Payload  int     `json:"payload"`
 	Channel  string  `json:"channel,omitempty"`
+	// Nodes is how many nodes the clients were spread over.
+	Nodes int `json:"nodes"`
 
 	// Connect phase.
 	ConnectSeconds  float64  `json:"connect_s"`
@@ -241,6 +243,9 @@ func (r Result) print(w io.Writer) {
 		return fmt.Sprintf("%.1f MiB", float64(*p)/1024)
 	}
 	fmt.Fprintf(w, "target %s: %d clients, %d emits, inflight %d, rate %g/s, payload %d B\n", r.Target, r.Clients, r.Emits, r.Inflight, r.Rate, r.Payload)
+	if r.Nodes > 1 {
+		fmt.Fprintf(w, "  spread over       %d nodes (server figures: all of them together)\n", r.Nodes)
+	}
 	fmt.Fprintf(w, "  connect all       %.3fs (%d dial retries)\n", r.ConnectSeconds, r.DialRetries)
 	fmt.Fprintf(w, "  connect+count all %s\n", f(r.CountAllSeconds, "%.3fs"))
 	fmt.Fprintf(w, "  count frames/client during connect: max %s, mean %s\n", i(r.CountFramesMax), f(r.CountFramesMean, "%.1f"))

@@ -23,8 +23,10 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/switchboard-rt/switchboard/internal/natstest"
 	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/internal/testenv"
+	"github.com/switchboard-rt/switchboard/pkg/cluster"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
 
@@ -360,4 +362,71 @@ func TestAttackCLI(t *testing.T) {
 	if code := run([]string{"-attack", "no-such-attack", "-settle", "0s", "-ws", "ws://" + srv.HTTPAddr() + "/ws", "-grpc", srv.GRPCAddr()}, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "unknown attack") {
 		t.Errorf("unknown attack: exit %d, %q; want 2 and the list of attacks", code, stderr.String())
 	}
+}
+
+// TestRunCluster spreads the clients and emits over two members of a
+// cluster (an embedded NATS): every client is counted and gets every
+// emit once, in one order, whichever node holds it; each node serves
+// half the clients, and the server figures are both processes' sums.
+func TestRunCluster(t *testing.T) {
+	t.Parallel()
+	nats := natstest.StartEmbedded(t)
+	var nodes []*nodetest.Node
+	for _, name := range []string{"a", "b"} {
+		n := nodetest.Start(t, server.Config{
+			AllowedOrigins: []string{"*"},
+			Cluster:        cluster.Config{URLs: []string{nats.URL()}, Name: "swbench", Member: name},
+			Logger:         slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		deadline := time.Now().Add(10 * time.Second)
+		for !ready(n) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s not ready", n.HTTPAddr())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	res, err := Run(context.Background(), Config{
+		WSURL:    "ws://" + nodes[0].HTTPAddr() + "/ws,ws://" + nodes[1].HTTPAddr() + "/ws",
+		GRPCAddr: nodes[0].GRPCAddr() + "," + nodes[1].GRPCAddr(),
+		Clients:  20,
+		Emits:    30,
+		Inflight: 4,
+		PID:      os.Getpid(),
+		PIDs:     []int{os.Getpid()},
+		Timeout:  10 * time.Second,
+		Logf:     t.Logf,
+	})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res.Nodes != 2 || res.Delivered != 600 || res.OrderMismatch != 0 || res.MinRecipients != 20 {
+		t.Errorf("nodes %d, delivered %d, order mismatch %d, min recipients %d; want 2, 600, 0, 20", res.Nodes, res.Delivered, res.OrderMismatch, res.MinRecipients)
+	}
+	for _, n := range nodes {
+		if got := n.Hub().Stats().Delivered.Load(); got != 10*30 {
+			t.Errorf("node %s delivered %d frames; want %d, half the clients' (clients alternate nodes)", n.HTTPAddr(), got, 10*30)
+		}
+	}
+	// The same process twice: its RSS summed twice.
+	if res.ServerRSSConnectedKB == nil || res.ServerRSSBeforeKB == nil {
+		t.Fatalf("server figures missing with -pid: %+v", res)
+	}
+	var self procSampler
+	self.pids = []int{os.Getpid()}
+	if one := self.rss(); *res.ServerRSSConnectedKB < one {
+		t.Errorf("RSS of two processes %d KiB; want at least one's %d KiB", *res.ServerRSSConnectedKB, one)
+	}
+}
+
+func ready(n *nodetest.Node) bool {
+	resp, err := http.Get("http://" + n.HTTPAddr() + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }

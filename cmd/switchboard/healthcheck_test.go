@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
@@ -43,7 +44,7 @@ func TestHealthcheck(t *testing.T) {
 		}
 		return ""
 	}
-	dead := freeAddr(t)
+	dead := freeport.Addr(t)
 
 	// A standby whose primary serves is alive but not ready.
 	standby := nodetest.Start(t, server.Config{PrimaryAddr: srv.GRPCAddr(), Logger: quiet})

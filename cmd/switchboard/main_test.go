@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 )
 
 func TestMain(m *testing.M) {
@@ -36,7 +37,7 @@ func TestBinary(t *testing.T) {
 
 	t.Run("SIGTERM closes browsers with 1001 and exits 0", func(t *testing.T) {
 		t.Parallel()
-		httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
+		httpAddr, grpcAddr := freeport.Addr(t), freeport.Addr(t)
 		p := start(t, bin, "SWITCHBOARD_HTTP_ADDR="+httpAddr, "SWITCHBOARD_GRPC_ADDR="+grpcAddr)
 		waitReady(t, p, "http://"+httpAddr+"/readyz")
 
@@ -208,17 +209,6 @@ func waitReady(t *testing.T, p *process, url string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// freeAddr returns a loopback address nobody listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // syncBuffer is a bytes.Buffer safe to write from the process's pipe

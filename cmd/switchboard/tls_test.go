@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/certs/certstest"
 	"github.com/switchboard-rt/switchboard/pkg/server"
@@ -119,7 +120,7 @@ func TestBinarySIGHUP(t *testing.T) {
 	ca := certstest.NewCA(t)
 	dir := t.TempDir()
 	first, certFile, keyFile := ca.Files(t, dir)
-	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
+	httpAddr, grpcAddr := freeport.Addr(t), freeport.Addr(t)
 	vars := []string{
 		"SWITCHBOARD_HTTP_ADDR=" + httpAddr, "SWITCHBOARD_GRPC_ADDR=" + grpcAddr,
 		"SWITCHBOARD_TLS_CERT=" + certFile, "SWITCHBOARD_TLS_KEY=" + keyFile,

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/switchboard-rt/switchboard/examples/webserver/site"
 	"github.com/switchboard-rt/switchboard/internal/browsertest"
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/client"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
@@ -245,17 +245,6 @@ func TestPageKeepsEveryMessageAcrossAReconnect(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address nobody listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestPagesSurviveRestart stops and restarts Switchboard under open pages:
 // they show "reconnecting", then the right count again, with no reload.
 // countDimmed and countBright check that a page shows its count dimmed
@@ -268,7 +257,7 @@ const (
 
 func TestPagesSurviveRestart(t *testing.T) {
 	// The node stops and starts again on the same addresses.
-	cfg := server.Config{HTTPAddr: freeAddr(t), GRPCAddr: freeAddr(t), AllowedOrigins: []string{"127.0.0.1:*"}}
+	cfg := server.Config{HTTPAddr: freeport.Addr(t), GRPCAddr: freeport.Addr(t), AllowedOrigins: []string{"127.0.0.1:*"}}
 	n := nodetest.Start(t, cfg)
 
 	sb, err := client.Dial(cfg.GRPCAddr)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 	"github.com/switchboard-rt/switchboard/pkg/client"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
@@ -308,7 +308,7 @@ func TestWatch(t *testing.T) {
 func TestWatchSurvivesRestart(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	a := startNode(t, server.Config{GRPCAddr: addr})
 	logs := make(chan string, 100)
 	c := dial(t, addr, client.WithLogger(notifyLogger(t, logs)))
@@ -340,7 +340,7 @@ func TestWatchSurvivesRestart(t *testing.T) {
 func TestWatchWaitsForNode(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	logs := make(chan string, 100)
 	c := dial(t, addr, client.WithLogger(notifyLogger(t, logs)))
 	if _, err := c.Count(ctx, ""); status.Code(err) != codes.Unavailable {
@@ -462,18 +462,6 @@ func (n *node) stop(t *testing.T) {
 			t.Errorf("Run did not return within %v of its context ending", testTimeout)
 		}
 	})
-}
-
-// freeAddr returns a loopback address nobody listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func dial(t *testing.T, target string, opts ...client.Option) *client.Client {

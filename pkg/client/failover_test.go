@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 	"github.com/switchboard-rt/switchboard/pkg/client"
 	"github.com/switchboard-rt/switchboard/pkg/server"
 )
@@ -72,7 +73,7 @@ func TestEmitLostAnswer(t *testing.T) {
 func TestEmitAcrossRestart(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	a := startNode(t, server.Config{GRPCAddr: addr})
 	c := dial(t, addr)
 	if _, err := c.Emit(ctx, "E", "before"); err != nil {
@@ -107,7 +108,7 @@ func TestEmitAcrossRestart(t *testing.T) {
 
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	dead := dial(t, freeAddr(t))
+	dead := dial(t, freeport.Addr(t))
 	if _, err := dead.Emit(short, "E", nil); status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("Emit to nobody until its deadline = %v; want UNAVAILABLE or DEADLINE_EXCEEDED", err)
 	}
@@ -119,7 +120,7 @@ func TestEmitAcrossRestart(t *testing.T) {
 func TestWatchFollowsActiveNode(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	pAddr := freeAddr(t)
+	pAddr := freeport.Addr(t)
 	p := startNode(t, server.Config{GRPCAddr: pAddr})
 	s := startNode(t, server.Config{PrimaryAddr: pAddr, HandBackSpread: 200 * time.Millisecond})
 

@@ -75,6 +75,10 @@ type Config struct {
 	// Dedupe is how long the stream remembers message ids, so that a retry
 	// within it is a duplicate. Default: 5 minutes, at most HistoryTTL.
 	Dedupe time.Duration
+	// MaxDataBytes is the largest message data the node takes: NATS must
+	// take it too (its max_payload, 1 MiB by default), or the start fails.
+	// Default: unchecked.
+	MaxDataBytes int
 	// Logger receives the member's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -244,10 +248,14 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		return nil, fmt.Errorf("failed to use JetStream: %w", err)
 	}
 	if nc.IsConnected() {
+		if need := int64(cfg.MaxDataBytes) + maxHeaderBytes; cfg.MaxDataBytes > 0 && need > nc.MaxPayload() {
+			nc.Close()
+			return nil, fmt.Errorf("NATS takes messages of at most %d bytes (its max_payload), less than SWITCHBOARD_MAX_DATA_BYTES (%d) and the headers need: lower it, or raise max_payload", nc.MaxPayload(), cfg.MaxDataBytes)
+		}
 		// A stream NATS refuses (replicas beyond its servers, JetStream
 		// off, a stream of the same name with other subjects) is a
 		// setting to fix, not a moment's trouble: fail now.
-		if _, _, err := m.ensureStream(ctx); err != nil {
+		if err := m.makeStream(ctx); err != nil {
 			var apiErr *jetstream.APIError
 			if errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 				nc.Close()
@@ -278,6 +286,25 @@ func (m *Member) streamConfig() jetstream.StreamConfig {
 		Duplicates:  m.cfg.Dedupe,
 		Discard:     jetstream.DiscardOld,
 		AllowDirect: true,
+	}
+}
+
+// streamAttempt bounds one request to create or update the stream.
+// JetStream leaves some requests unanswered when several clients make the
+// same stream at once (members started together on a new NATS cluster);
+// the next attempt finds the stream made.
+const streamAttempt = 2 * time.Second
+
+// makeStream creates or updates the stream, attempt after attempt until
+// one is answered or ctx ends.
+func (m *Member) makeStream(ctx context.Context) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, streamAttempt)
+		_, _, err := m.ensureStream(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
 	}
 }
 
@@ -323,20 +350,36 @@ func (m *Member) Append(ctx context.Context, msg hub.Message) (uint64, bool, err
 	if msg.Channel != "" {
 		nm.Header.Set(channelHeader, msg.Channel)
 	}
-	ack, err := m.js.PublishMsg(ctx, nm, jetstream.WithMsgID(msg.ID), jetstream.WithExpectStream(m.stream))
+	// One attempt waits at most appendTimeout for JetStream: an
+	// acknowledgement lost with a NATS server would otherwise hold the
+	// call until the caller's deadline, which it does not retry. Past it
+	// the caller gets UNAVAILABLE and retries with the same id, which
+	// the stream answers as a duplicate if the first attempt was stored.
+	actx, cancel := context.WithTimeout(ctx, appendTimeout)
+	defer cancel()
+	ack, err := m.js.PublishMsg(actx, nm, jetstream.WithMsgID(msg.ID), jetstream.WithExpectStream(m.stream))
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return 0, false, fmt.Errorf("the cluster's log did not acknowledge the message within %v: retry", appendTimeout)
+		}
 		return 0, false, fmt.Errorf("failed to add the message to the cluster's log: %w", err)
 	}
 	return ack.Sequence, ack.Duplicate, nil
 }
 
+// appendTimeout bounds one attempt to add a message to the stream.
+const appendTimeout = 2 * time.Second
+
 // errUnavailable is what an emit gets while the member has no NATS.
 var errUnavailable = errors.New("this node has lost NATS: retry on another node")
 
-// The headers of a log message; its data is the message's data.
+// The headers of a log message; its data is the message's data. Event,
+// channel and id are at most 128 bytes each: the headers of a message
+// take at most maxHeaderBytes.
 const (
-	eventHeader   = "Sb-Event"
-	channelHeader = "Sb-Channel"
+	eventHeader    = "Sb-Event"
+	channelHeader  = "Sb-Channel"
+	maxHeaderBytes = 1024
 )
 
 // PublishCounts sends this node's counts to the others (the hub's Broker).

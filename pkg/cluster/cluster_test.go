@@ -3,17 +3,17 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
+	"github.com/switchboard-rt/switchboard/internal/natstest"
+	"github.com/switchboard-rt/switchboard/internal/proxytest"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/msglog"
 )
@@ -32,31 +32,12 @@ func waitFor(t testing.TB, what string, cond func() bool) time.Duration {
 	return time.Since(start)
 }
 
-// startNATS runs an embedded NATS server with JetStream; port 0 picks a
-// free one, and the returned restart starts it again on the same port and
-// store.
+// startNATS runs an embedded NATS server with JetStream; restart starts
+// it again on the same port and store.
 func startNATS(t testing.TB) (url string, stop, restart func()) {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true, JetStream: true, StoreDir: t.TempDir()}
-	var ns *server.Server
-	start := func() {
-		var err error
-		if ns, err = server.NewServer(opts); err != nil {
-			t.Fatal(err)
-		}
-		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats not ready")
-		}
-	}
-	start()
-	opts.Port = ns.Addr().(*net.TCPAddr).Port // the same port on a restart
-	stop = func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}
-	t.Cleanup(stop)
-	return ns.ClientURL(), stop, start
+	e := natstest.StartEmbedded(t)
+	return e.URL(), e.Stop, e.Start
 }
 
 // node is a hub joined to a cluster.
@@ -345,5 +326,40 @@ func TestJoinRefusesAStreamNATSCannotHold(t *testing.T) {
 	_, err := Join(context.Background(), Config{URLs: []string{url}, Name: "r3", Replicas: 3, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err == nil || !strings.Contains(err.Error(), "replicas") {
 		t.Errorf("Join with 3 replicas on one NATS server: got %v; want an error about replicas", err)
+	}
+}
+
+func TestJoinRefusesDataNATSCannotCarry(t *testing.T) {
+	url, _, _ := startNATS(t)
+	_, err := Join(context.Background(), Config{URLs: []string{url}, Name: "big", MaxDataBytes: 2 << 20, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err == nil || !strings.Contains(err.Error(), "max_payload") {
+		t.Errorf("Join with 2 MiB of data on a NATS taking 1 MiB: got %v; want an error naming max_payload", err)
+	}
+	m, err := Join(context.Background(), Config{URLs: []string{url}, Name: "fits", MaxDataBytes: 64 << 10, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatalf("Join with 64 KiB of data: %v", err)
+	}
+	m.Close()
+}
+
+// TestAppendDoesNotWaitForALostAcknowledgement: NATS vanishes (no reset,
+// no FIN) with a message's acknowledgement outstanding: Append gives up
+// within appendTimeout with an error to retry, instead of holding the
+// call to the caller's deadline, which callers do not retry.
+func TestAppendDoesNotWaitForALostAcknowledgement(t *testing.T) {
+	url, _, _ := startNATS(t)
+	link := proxytest.Start(t, strings.TrimPrefix(url, "nats://"))
+	n := joinNode(t, "nats://"+link.Addr(), "a", hub.Config{})
+	if _, err := n.hub.Emit(context.Background(), hub.Message{Event: "before"}); err != nil {
+		t.Fatalf("Emit before the blackhole: %v", err)
+	}
+	link.Blackhole()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := n.hub.Emit(ctx, hub.Message{Event: "lost"})
+	took := time.Since(start)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || took > appendTimeout+2*time.Second {
+		t.Errorf("Emit with its acknowledgement lost: got %v after %v; want an error to retry, within about %v", err, took, appendTimeout)
 	}
 }

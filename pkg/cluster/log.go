@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,6 +18,12 @@ const (
 	consumerMinDelay = 250 * time.Millisecond
 	consumerMaxDelay = 2 * time.Second
 	epochCheck       = 2 * time.Second
+	// consumerHeartbeat is how often the NATS server holding the
+	// member's consumer says it is there while the log is quiet: a
+	// consumer lost with its server (an ordered consumer lives on one)
+	// is replaced after two missed, not after nats.go's default ten
+	// seconds without a message.
+	consumerHeartbeat = 500 * time.Millisecond
 )
 
 // consumer delivers the cluster's log to one hub, in order, from JetStream
@@ -26,6 +33,13 @@ type consumer struct {
 	h      *hub.Hub
 	rejoin func() // ends the session, so a new one starts
 	again  chan struct{}
+
+	// mu is held while a session delivers a message; serial names the
+	// session that may. A session that ends does not wait for its
+	// JetStream consumer to stop (it may be stuck recreating itself on a
+	// NATS server that is gone), so its late messages are dropped here.
+	mu     sync.Mutex
+	serial uint64
 }
 
 func newConsumer(m *Member, h *hub.Hub) *consumer {
@@ -82,7 +96,7 @@ func (c *consumer) session(ctx context.Context) error {
 			return nil
 		}
 	}
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, streamAttempt)
 	epoch, last, err := m.ensureStream(sctx)
 	cancel()
 	if err != nil {
@@ -129,7 +143,16 @@ func (c *consumer) session(ctx context.Context) error {
 		default:
 		}
 	}
+	c.mu.Lock()
+	c.serial++
+	serial := c.serial
+	c.mu.Unlock()
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.serial != serial {
+			return // from a session that ended
+		}
 		md, err := msg.Metadata()
 		if err != nil {
 			fail(err)
@@ -163,7 +186,7 @@ func (c *consumer) session(ctx context.Context) error {
 		if hm.Offset >= last {
 			caughtUp()
 		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullHeartbeat(consumerHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 			fail(err)
 		}
@@ -171,7 +194,12 @@ func (c *consumer) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cc.Stop()
+	defer func() {
+		c.mu.Lock()
+		c.serial++
+		c.mu.Unlock()
+		go cc.Stop()
+	}()
 
 	tick := time.NewTicker(epochCheck)
 	defer tick.Stop()

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/switchboard-rt/switchboard/internal/browsertest"
+	"github.com/switchboard-rt/switchboard/internal/natstest"
 	"github.com/switchboard-rt/switchboard/internal/nodetest"
 	"github.com/switchboard-rt/switchboard/pkg/client"
 	"github.com/switchboard-rt/switchboard/pkg/cluster"
@@ -214,7 +214,7 @@ func TestPageOfAPair(t *testing.T) {
 // with its connections, and charts the cluster's rate from emits made
 // through another member.
 func TestPageOfACluster(t *testing.T) {
-	natsURL := startNATS(t)
+	natsURL := natstest.StartEmbedded(t).URL()
 	member := func(name string) *nodetest.Node {
 		return startNode(t, server.Config{Cluster: cluster.Config{URLs: []string{natsURL}, Name: "dashtest", Member: name}})
 	}
@@ -231,22 +231,4 @@ func TestPageOfACluster(t *testing.T) {
 	emit(t, b, 8, "")
 	waitJS(t, page, shows("offset", "8"))
 	waitJS(t, page, chartAboveZero)
-}
-
-// startNATS runs an embedded NATS server with JetStream for the test.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true, JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns.ClientURL()
 }

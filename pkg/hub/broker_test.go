@@ -307,3 +307,33 @@ func TestRemoteCounts(t *testing.T) {
 		t.Errorf("after a left: got %+v; want b alone", got)
 	}
 }
+
+// TestDrainPublishesCounts: a node that drains tells the others of each
+// client it closes as it closes it, so that a client that has moved to
+// another node is not counted by both while the drain goes on.
+func TestDrainPublishesCounts(t *testing.T) {
+	t.Parallel()
+	bus := newBus()
+	a := newHub(t, Config{Node: "a", Broker: bus.join()})
+	b := newHub(t, Config{Node: "b", Broker: bus.join()})
+	const n = 20
+	for range n {
+		register(t, a)
+	}
+	waitFor(t, "b to count a's clients", func() bool { return b.Count("") == n })
+
+	const spread = 400 * time.Millisecond
+	drained := make(chan error, 1)
+	start := time.Now()
+	go func() { drained <- a.Drain(t.Context(), ReasonShutdown, spread) }()
+	// Halfway through the drain, about half of a's clients are gone, on
+	// a and at b alike.
+	time.Sleep(spread / 2)
+	if got := b.Count(""); got > n*3/4 {
+		t.Errorf("b's count %v into a's drain over %v: got %d; want it to follow a's closes (a holds %d)", time.Since(start).Round(time.Millisecond), spread, got, a.Count(""))
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: got %v; want nil", err)
+	}
+	waitFor(t, "b to count none of a's clients once a drained", func() bool { return b.Count("") == 0 })
+}

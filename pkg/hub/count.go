@@ -183,7 +183,7 @@ func (h *Hub) localChanged(channel string) {
 const publishInterval = 10 * time.Millisecond
 
 // publishLoop publishes this node's counts when they change, at most every
-// publishInterval.
+// publishInterval, until the hub closes: through a drain too.
 func (h *Hub) publishLoop() {
 	defer h.loops.Done()
 	t := time.NewTimer(0)
@@ -191,7 +191,7 @@ func (h *Hub) publishLoop() {
 	for {
 		select {
 		case <-h.publishWake:
-		case <-h.done:
+		case <-h.closed:
 			return
 		}
 		if h.localDirty.Swap(false) {
@@ -200,7 +200,7 @@ func (h *Hub) publishLoop() {
 		t.Reset(publishInterval)
 		select {
 		case <-t.C:
-		case <-h.done:
+		case <-h.closed:
 			return
 		}
 	}

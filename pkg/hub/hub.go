@@ -197,10 +197,15 @@ type Hub struct {
 	globalDirty atomic.Bool   // the cluster count changed since the last count frame
 	localDirty  atomic.Bool   // this node's counts changed since they were last published
 	draining    atomic.Bool
-	done        chan struct{} // closed by Close
+	done        chan struct{} // closed by Drain (and so by Close)
 	closeOnce   sync.Once
-	loops       sync.WaitGroup
-	writers     sync.WaitGroup
+	// closed is closed by Close: publishLoop goes on through a drain,
+	// so that each client the drain closes leaves the other nodes'
+	// counts as it goes, not when the hub closes.
+	closed     chan struct{}
+	closedOnce sync.Once
+	loops      sync.WaitGroup
+	writers    sync.WaitGroup
 
 	stats Stats
 }
@@ -221,6 +226,7 @@ func New(cfg Config) (*Hub, error) {
 		countWake:   make(chan struct{}, 1),
 		publishWake: make(chan struct{}, 1),
 		done:        make(chan struct{}),
+		closed:      make(chan struct{}),
 		pauseCh:     make(chan struct{}),
 		pool:        newWriterPool(),
 		msgs:        msglog.New(msglog.Config{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}),
@@ -418,6 +424,7 @@ func (h *Hub) Close() error {
 	if f != nil {
 		f.Stop(ErrClosed)
 	}
+	h.closedOnce.Do(func() { close(h.closed) })
 	h.loops.Wait()
 	h.publishCounts()
 	if err == nil {

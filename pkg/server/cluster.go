@@ -9,6 +9,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/switchboard-rt/switchboard/pkg/cluster"
+	"github.com/switchboard-rt/switchboard/pkg/control"
 )
 
 // stateJoining is a cluster member's state while it cannot serve: NATS is
@@ -29,6 +30,10 @@ func (s *Server) joinCluster() error {
 	}
 	cc := cfg.Cluster
 	cc.HistorySize, cc.HistoryTTL = cfg.Hub.HistorySize, cfg.Hub.HistoryTTL
+	cc.MaxDataBytes = cfg.MaxDataBytes
+	if cc.MaxDataBytes <= 0 {
+		cc.MaxDataBytes = control.DefaultMaxDataBytes
+	}
 	if cc.Logger == nil {
 		cc.Logger = s.log
 	}

@@ -3,55 +3,19 @@ package server
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-rt/switchboard/internal/natstest"
 	"github.com/switchboard-rt/switchboard/pkg/cluster"
 )
-
-// embeddedNATS runs a NATS server with JetStream in the test; restart
-// brings it back on the same port and store.
-type embeddedNATS struct {
-	t    testing.TB
-	opts *natsserver.Options
-	ns   *natsserver.Server
-	url  string
-}
-
-func startNATS(t testing.TB) *embeddedNATS {
-	t.Helper()
-	e := &embeddedNATS{t: t, opts: &natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true, JetStream: true, StoreDir: t.TempDir()}}
-	e.start()
-	e.opts.Port = e.ns.Addr().(*net.TCPAddr).Port
-	e.url = e.ns.ClientURL()
-	t.Cleanup(e.stop)
-	return e
-}
-
-func (e *embeddedNATS) start() {
-	var err error
-	if e.ns, err = natsserver.NewServer(e.opts); err != nil {
-		e.t.Fatal(err)
-	}
-	go e.ns.Start()
-	if !e.ns.ReadyForConnections(10 * time.Second) {
-		e.t.Fatal("NATS not ready")
-	}
-}
-
-func (e *embeddedNATS) stop() {
-	e.ns.Shutdown()
-	e.ns.WaitForShutdown()
-}
 
 func clusterNode(t testing.TB, url, member string) *node {
 	t.Helper()
@@ -63,8 +27,8 @@ func clusterNode(t testing.TB, url, member string) *node {
 // a member that stops leaves every count at once.
 func TestClusterOfThree(t *testing.T) {
 	t.Parallel()
-	nats := startNATS(t)
-	nodes := []*node{clusterNode(t, nats.url, "a"), clusterNode(t, nats.url, "b"), clusterNode(t, nats.url, "c")}
+	nats := natstest.StartEmbedded(t)
+	nodes := []*node{clusterNode(t, nats.URL(), "a"), clusterNode(t, nats.URL(), "b"), clusterNode(t, nats.URL(), "c")}
 	var browsers []*browser
 	for _, n := range nodes {
 		for range 3 {
@@ -109,13 +73,13 @@ func TestClusterOfThree(t *testing.T) {
 // back serves again and delivers what its browsers missed.
 func TestClusterMemberLosesNATS(t *testing.T) {
 	t.Parallel()
-	nats := startNATS(t)
-	n := clusterNode(t, nats.url, "solo")
+	nats := natstest.StartEmbedded(t)
+	n := clusterNode(t, nats.URL(), "solo")
 	b := n.dialReading(t)
 	first := n.emit(t, &switchboardv1.EmitMessageRequest{Event: "before"})
 	b.waitMessage(t, first.GetId())
 
-	nats.stop()
+	nats.Stop()
 	start := time.Now()
 	eventually(t, waitTimeout, func() (bool, string) {
 		code, body := n.readyz()
@@ -136,7 +100,7 @@ func TestClusterMemberLosesNATS(t *testing.T) {
 		t.Errorf("the browser it had: %v; want still connected", err)
 	}
 
-	nats.start()
+	nats.Start()
 	eventually(t, waitTimeout, func() (bool, string) {
 		code, body := n.readyz()
 		return code == http.StatusOK, fmt.Sprintf("GET /readyz: %d %q", code, body)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-rt/switchboard/internal/natstest"
 	"github.com/switchboard-rt/switchboard/pkg/dashboard"
 )
 
@@ -129,18 +130,18 @@ func runNodeAsync(t testing.TB, cfg Config) *Server {
 
 func TestDashboardStatusOfAMember(t *testing.T) {
 	t.Parallel()
-	nats := startNATS(t)
-	a := clusterNode(t, nats.url, "a")
-	clusterNode(t, nats.url, "b")
+	nats := natstest.StartEmbedded(t)
+	a := clusterNode(t, nats.URL(), "a")
+	clusterNode(t, nats.URL(), "b")
 	waitStatus(t, a.srv, "member a of servertest, ready, hearing b", func(st dashboard.Status) bool {
 		return st.Role == dashboard.RoleMember && st.Name == "a" && st.Cluster == "servertest" && st.State == "ready" && st.Serving &&
 			slices.Equal(st.Peers, []string{"b"}) && st.LogShared == nil
 	})
-	nats.stop()
+	nats.Stop()
 	waitStatus(t, a.srv, "member a not ready for want of NATS", func(st dashboard.Status) bool {
 		return st.State == "not ready" && !st.Serving && strings.Contains(st.Detail, "NATS")
 	})
-	nats.start()
+	nats.Start()
 	waitStatus(t, a.srv, "member a ready again", func(st dashboard.Status) bool {
 		return st.State == "ready" && st.Serving && st.Detail == ""
 	})

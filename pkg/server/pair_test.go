@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 )
 
 // waitFollowing waits until the standby holds the primary's log and
@@ -36,7 +37,7 @@ func waitFollowing(t testing.TB, primary, standby *node) {
 // counts the standby's browsers while they are handed back.
 func TestPairSharesOneLog(t *testing.T) {
 	t.Parallel()
-	primaryAddr := freeAddr(t)
+	primaryAddr := freeport.Addr(t)
 	primary := startNode(t, Config{GRPCAddr: primaryAddr, StandbyWait: 5 * time.Second})
 	standby := startNode(t, Config{PrimaryAddr: primaryAddr, HandBackSpread: 2 * time.Second})
 	standby.checkPassive(t)
@@ -168,7 +169,7 @@ func TestSyncingPrimaryRefusesWork(t *testing.T) {
 // standby sends; a standby with another token cannot follow, and says so.
 func TestPairSharesTheToken(t *testing.T) {
 	t.Parallel()
-	primaryAddr := freeAddr(t)
+	primaryAddr := freeport.Addr(t)
 	primary := startNode(t, Config{GRPCAddr: primaryAddr, APIToken: "pair-secret"})
 	var logs strings.Builder
 	var mu sync.Mutex
@@ -204,7 +205,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // nodes' message size limit, whatever the messages' size.
 func TestPairCopiesALogOfLargeMessages(t *testing.T) {
 	t.Parallel()
-	primaryAddr := freeAddr(t)
+	primaryAddr := freeport.Addr(t)
 	primary := startNode(t, Config{GRPCAddr: primaryAddr})
 	big := structpb.NewStringValue(strings.Repeat("x", 60<<10))
 	for i := range 40 {

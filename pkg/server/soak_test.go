@@ -405,8 +405,9 @@ var (
 	soakMessagePrefix = []byte(`{"type":"message","id":"s`)
 )
 
-// read checks one frame: a count, or a message whose id is s<seq>, seq
-// growing by one with each emit and even for the ones to everyone.
+// read checks one frame: the welcome, a count, or a message whose id is
+// s<seq>, seq growing by one with each emit and even for the ones to
+// everyone.
 func (s *soak) read(c *soakClient, typ websocket.MessageType, p []byte) {
 	if typ != websocket.MessageText {
 		s.fault(faultFrame, "binary frame %q", p)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,19 +16,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 	"github.com/switchboard-rt/switchboard/internal/proxytest"
 )
-
-// freeAddr returns a loopback address nobody listens on right now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("net.Listen: got %v; want nil", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // readyz returns the status and body of the node's /readyz.
 func (n *node) readyz() (int, string) {
@@ -113,7 +102,7 @@ func (n *node) metrics(t testing.TB) string {
 func TestStandby(t *testing.T) {
 	t.Parallel()
 	const spread = time.Second
-	primaryAddr := freeAddr(t)
+	primaryAddr := freeport.Addr(t)
 	primary := startNode(t, Config{GRPCAddr: primaryAddr})
 	standby := startNode(t, Config{PrimaryAddr: primaryAddr, HandBackSpread: spread})
 	standby.checkPassive(t)
@@ -214,7 +203,7 @@ func TestStandbyPrimaryVanishes(t *testing.T) {
 
 func TestStandbyOwnAddress(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
+	addr := freeport.Addr(t)
 	if srv, err := New(Config{HTTPAddr: "127.0.0.1:0", GRPCAddr: addr, PrimaryAddr: addr, Logger: testLogger(t, 0)}); err == nil {
 		srv.closeListeners()
 		srv.hub.Close()

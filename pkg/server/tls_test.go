@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 	"github.com/switchboard-rt/switchboard/pkg/certs/certstest"
 )
 
@@ -196,7 +197,7 @@ func TestStandbyTLS(t *testing.T) {
 	dir := t.TempDir()
 	_, certFile, keyFile := ca.Files(t, dir)
 	caFile := ca.WriteCA(t, dir)
-	primaryAddr := freeAddr(t)
+	primaryAddr := freeport.Addr(t)
 	primary := startTLSNode(t, Config{
 		GRPCAddr: primaryAddr,
 		TLS:      TLSConfig{CertFile: certFile, KeyFile: keyFile, GRPCClientCAFile: caFile},

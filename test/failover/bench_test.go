@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboard-rt/switchboard/internal/browsersim"
+	"github.com/switchboard-rt/switchboard/internal/proctest"
 )
 
 // BenchmarkFailover measures a crash of the primary with N clients
@@ -33,27 +36,27 @@ func BenchmarkFailover(b *testing.B) {
 
 func benchFailover(b *testing.B, n int) {
 	c := startCluster(b, clusterOptions{noWebServers: true})
-	f := startFleet(b, n, c.wsURL(), c.origin())
-	timeout := f.timeout
+	f := browsersim.Start(b, n, c.wsURL(), c.origin())
+	timeout := f.Timeout
 	waitCount(b, "primary at the start", c.counter(c.primaryGRPC), int64(n), timeout)
 	standby := c.counter(c.standbyGRPC)
 
 	var kills, backs, p50s, p99s, backP99s time.Duration
 	storms, rounds := 0, 0
 	for b.Loop() {
-		f.resetStats()
+		f.ResetStats()
 		killed := c.killPrimary()
 		waitCount(b, "standby after the kill", standby, int64(n), timeout)
 		kill := time.Since(killed)
-		all := f.waitCounts(b, "after the kill", int64(n)) + kill
-		d, joined := f.reconnectStats()
-		p50, p99 := percentile(d, 50), percentile(d, 99)
-		storm := maxInWindow(joined, 100*time.Millisecond)
+		all := f.WaitCounts(b, "after the kill", int64(n)) + kill
+		d, joined := f.ReconnectStats()
+		p50, p99 := browsersim.Percentile(d, 50), browsersim.Percentile(d, 99)
+		storm := browsersim.MaxInWindow(joined, 100*time.Millisecond)
 		b.Logf("N=%d: kill -9 -> standby counts all: %v, every client shows %d: %v; reconnects %d (%d dials), p50 %v, p99 %v, max %v; at most %d in any 100 ms; %d count frames received",
-			n, kill.Round(time.Millisecond), n, all.Round(time.Millisecond), len(d), f.dials(),
-			p50.Round(time.Millisecond), p99.Round(time.Millisecond), percentile(d, 100).Round(time.Millisecond), storm, f.countFrames())
+			n, kill.Round(time.Millisecond), n, all.Round(time.Millisecond), len(d), f.Dials(),
+			p50.Round(time.Millisecond), p99.Round(time.Millisecond), browsersim.Percentile(d, 100).Round(time.Millisecond), storm, f.CountFrames())
 
-		f.resetStats()
+		f.ResetStats()
 		restarted := time.Now()
 		c.startPrimary()
 		c.waitHTTP(c.primaryHTTP+"/readyz", "restarted primary ready")
@@ -62,23 +65,23 @@ func benchFailover(b *testing.B, n int) {
 			// No standby mode: send the clients home by killing the
 			// standby instead, so that the next round starts alike.
 			b.Log("no hand-back in this binary: restart -> back is not measured")
-			c.standby.killGroup()
-			<-c.standby.done
+			c.standby.KillGroup()
+			<-c.standby.Done()
 			waitCount(b, "primary after the standby's kill", primary, int64(n), timeout)
-			c.standby = startProc(b, "standby", c.nodeEnv(c.standbyHTTP, c.standbyGRPC,
+			c.standby = proctest.Start(b, "standby", c.nodeEnv(c.standbyHTTP, c.standbyGRPC,
 				"SWITCHBOARD_PRIMARY_ADDR="+c.primaryGRPC), c.bin.switchboard)
 			c.waitHTTP(c.standbyHTTP+"/healthz", "standby alive")
 		} else {
 			waitCount(b, "primary after the hand-back", primary, int64(n), timeout+handBackWindow)
 			waitMetric(b, "standby after the hand-back", c.standbyHTTP, 0, timeout)
 			back := time.Since(restarted)
-			f.waitCounts(b, "after the hand-back", int64(n))
-			hd, hjoined := f.reconnectStats()
+			f.WaitCounts(b, "after the hand-back", int64(n))
+			hd, hjoined := f.ReconnectStats()
 			b.Logf("N=%d: restart -> primary counts all, standby none: %v; hand-back reconnects %d, p50 %v, p99 %v; at most %d in any 100 ms; %d count frames received",
-				n, back.Round(time.Millisecond), len(hd), percentile(hd, 50).Round(time.Millisecond),
-				percentile(hd, 99).Round(time.Millisecond), maxInWindow(hjoined, 100*time.Millisecond), f.countFrames())
+				n, back.Round(time.Millisecond), len(hd), browsersim.Percentile(hd, 50).Round(time.Millisecond),
+				browsersim.Percentile(hd, 99).Round(time.Millisecond), browsersim.MaxInWindow(hjoined, 100*time.Millisecond), f.CountFrames())
 			backs += back
-			backP99s += percentile(hd, 99)
+			backP99s += browsersim.Percentile(hd, 99)
 		}
 		kills += kill
 		p50s += p50

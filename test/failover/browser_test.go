@@ -9,6 +9,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/switchboard-rt/switchboard/internal/browsersim"
 	"github.com/switchboard-rt/switchboard/internal/browsertest"
 )
 
@@ -21,7 +22,7 @@ func TestBrowserFailover(t *testing.T) {
 	browser := browsertest.Browser(t)
 	// A few Go clients besides the page, so the count is not just 1.
 	const others = 3
-	startFleet(t, others, c.wsURL(), c.origin())
+	browsersim.Start(t, others, c.wsURL(), c.origin())
 	want := int64(others + 1)
 
 	tab, _ := browsertest.Tab(t, browser, "http://"+c.nginxHTTP+"/?quotes=0")

@@ -7,7 +7,6 @@ package failover
 
 import (
 	"bytes"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -17,31 +16,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboard-rt/switchboard/internal/composetest"
+	"github.com/switchboard-rt/switchboard/internal/nginxtest"
 )
 
 func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 	bin := needBinaries(t)
 	compose := loadCompose(t)
-	services := compose.get("services")
-	if services == nil {
-		t.Fatal("compose.yaml has no services")
-	}
 	for _, name := range []string{"nginx", "primary", "standby", "web1", "web2", "quotes"} {
-		if services.get(name) == nil {
+		if compose.Service(name) == nil {
 			t.Errorf("compose.yaml lacks service %q", name)
 		}
 	}
-	env := func(service string) map[string]string {
-		out := map[string]string{}
-		if s := services.get(service); s != nil {
-			if e := s.get("environment"); e != nil {
-				for _, k := range e.keys {
-					out[k] = e.m[k].s
-				}
-			}
-		}
-		return out
-	}
+	env := compose.Env
 	ngx := env("nginx")
 
 	// Every placeholder of the template is set for nginx, and nothing else
@@ -50,10 +38,7 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	placeholders := map[string]bool{}
-	for _, m := range placeholderRE.FindAllStringSubmatch(string(tmpl), -1) {
-		placeholders[m[1]] = true
-	}
+	placeholders := nginxtest.Placeholders(string(tmpl))
 	for p := range placeholders {
 		if _, ok := ngx[p]; !ok {
 			t.Errorf("template placeholder ${%s} is not set in the nginx service's environment", p)
@@ -68,8 +53,8 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 		t.Errorf("NGINX_ENVSUBST_OUTPUT_DIR = %q; want /etc/nginx, so the template becomes the whole nginx.conf", ngx["NGINX_ENVSUBST_OUTPUT_DIR"])
 	}
 	mounted := false
-	for _, v := range services.get("nginx").get("volumes").list {
-		mounted = mounted || strings.HasPrefix(v.s, "./nginx/nginx.conf.template:/etc/nginx/templates/nginx.conf.template")
+	for _, v := range compose.Service("nginx").Get("volumes").Strings() {
+		mounted = mounted || strings.HasPrefix(v, "./nginx/nginx.conf.template:/etc/nginx/templates/nginx.conf.template")
 	}
 	if !mounted {
 		t.Error("the nginx service does not mount ./nginx/nginx.conf.template into /etc/nginx/templates/")
@@ -114,10 +99,7 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 	if _, ok := env("primary")["SWITCHBOARD_PRIMARY_ADDR"]; ok {
 		t.Error("the primary sets SWITCHBOARD_PRIMARY_ADDR: it would be a standby")
 	}
-	var published []string
-	for _, p := range services.get("nginx").get("ports").list {
-		published = append(published, p.s)
-	}
+	published := compose.Service("nginx").Get("ports").Strings()
 	for _, web := range []string{"web1", "web2"} {
 		e := env(web)
 		if want := "nginx:" + ngx["LISTEN_GRPC"]; e["SWITCHBOARD_ADDR"] != want {
@@ -176,15 +158,15 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range services.keys {
-		s := services.get(name)
-		if b := s.get("build"); b != nil {
-			target := b.get("target")
-			if target == nil || !regexp.MustCompile(`(?m)^FROM \S+ AS `+regexp.QuoteMeta(target.s)+`$`).Match(dockerfile) {
+	for _, name := range compose.Services() {
+		s := compose.Service(name)
+		if b := s.Get("build"); b != nil {
+			target := b.Get("target")
+			if target == nil || !regexp.MustCompile(`(?m)^FROM \S+ AS `+regexp.QuoteMeta(target.S)+`$`).Match(dockerfile) {
 				t.Errorf("service %s builds a target that is not a stage of the Dockerfile", name)
 			}
 		}
-		if name != "quotes" && s.get("healthcheck") == nil {
+		if name != "quotes" && s.Get("healthcheck") == nil {
 			t.Errorf("service %s has no healthcheck", name)
 		}
 	}
@@ -197,48 +179,16 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 		t.Error("the Dockerfile's last stage is not the node: `docker build .` must give a node image")
 	}
 
-	// The Go rendering the tests use is the nginx image's: envsubst told
-	// the names of the variables in the environment, so nginx's own
-	// $variables stay.
-	if envsubst, err := exec.LookPath("envsubst"); err == nil {
-		containerEnv := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "HOSTNAME=nginx"}
-		for k, v := range ngx {
-			containerEnv = append(containerEnv, k+"="+v)
+	// The Go rendering the tests use is the nginx image's; nginx accepts
+	// the template rendered with compose's values.
+	nginxtest.CompareEnvsubst(t, string(tmpl), ngx)
+	vars := loopbackVars(compose)
+	for k := range vars {
+		if !placeholders[k] {
+			delete(vars, k)
 		}
-		var format []string
-		for _, kv := range containerEnv {
-			format = append(format, "${"+kv[:strings.IndexByte(kv, '=')]+"}")
-		}
-		cmd := exec.Command(envsubst, strings.Join(format, " "))
-		cmd.Env = containerEnv
-		cmd.Stdin = bytes.NewReader(tmpl)
-		byImage, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("envsubst: %v", err)
-		}
-		byTest, err := renderTemplate(string(tmpl), ngx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(byImage) != byTest {
-			t.Errorf("envsubst and the tests render the template differently:\n%s", firstDiff(string(byImage), byTest))
-		}
-	} else {
-		t.Log("no envsubst (gettext-base): the rendering is not compared with the image's")
 	}
-
-	// nginx accepts the template rendered with compose's values (service
-	// names mapped to loopback: there is no Docker DNS here).
-	vars := map[string]string{}
-	for k := range placeholders {
-		v := ngx[k]
-		if host, port, err := net.SplitHostPort(v); err == nil && services.get(host) != nil {
-			v = "127.0.0.1:" + port
-		}
-		vars[k] = v
-	}
-	vars["ACCESS_LOG"] = "access.log" // /dev/stdout is not nobody's to open here
-	nginxTest(t, bin, vars)
+	nginxtest.Check(t, bin.nginx, templatePath(), vars)
 }
 
 // TestTemplateRejectsMissingValues: rendering fails loudly rather than
@@ -248,7 +198,7 @@ func TestTemplateRejectsMissingValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := renderTemplate(string(tmpl), map[string]string{"WEB1": "127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "PRIMARY_HTTP") {
+	if _, err := nginxtest.Render(string(tmpl), map[string]string{"WEB1": "127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "PRIMARY_HTTP") {
 		t.Errorf("rendering without PRIMARY_HTTP: got %v; want an error naming it", err)
 	}
 	for _, want := range []string{"max_fails=0", "backup", "proxy_next_upstream error timeout http_502 http_503 http_504", "proxy_set_header Host $http_host", "grpc_pass", "http2"} {
@@ -261,160 +211,22 @@ func TestTemplateRejectsMissingValues(t *testing.T) {
 	}
 }
 
-// nginxTest runs nginx -t on the template rendered with vars.
-func nginxTest(t *testing.T, bin binaries, vars map[string]string) {
+func loadCompose(t *testing.T) *composetest.File {
 	t.Helper()
-	prefix := nginxPrefix(t, vars)
-	argv := nginxArgv(bin, prefix, "-t")
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("nginx -t: %v\n%s", err, out)
-	}
-	t.Logf("nginx -t: %s", bytes.TrimSpace(out))
+	return composetest.Load(t, filepath.Join(moduleRoot(), "deploy", "compose.yaml"))
 }
 
-// yamlNode is a node of the small YAML subset compose.yaml keeps to:
-// block mappings, block lists of scalars, scalars (flow collections are
-// kept as their text).
-type yamlNode struct {
-	m    map[string]*yamlNode
-	keys []string
-	list []*yamlNode
-	s    string
-}
-
-func (n *yamlNode) get(key string) *yamlNode {
-	if n == nil || n.m == nil {
-		return nil
+// loopbackVars is the nginx service's environment with service names
+// mapped to loopback (there is no Docker DNS here) and the access log in
+// a file (/dev/stdout is not nobody's to open here).
+func loopbackVars(compose *composetest.File) map[string]string {
+	vars := map[string]string{}
+	for k, v := range compose.Env("nginx") {
+		if host, port, err := net.SplitHostPort(v); err == nil && compose.Service(host) != nil {
+			v = "127.0.0.1:" + port
+		}
+		vars[k] = v
 	}
-	return n.m[key]
-}
-
-func loadCompose(t *testing.T) *yamlNode {
-	t.Helper()
-	return loadComposeFile(t, "compose.yaml")
-}
-
-// loadComposeFile parses the compose file deploy/name.
-func loadComposeFile(t *testing.T, name string) *yamlNode {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(moduleRoot(), "deploy", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []yamlLine
-	for i, raw := range strings.Split(string(b), "\n") {
-		text := stripComment(raw)
-		if strings.TrimSpace(text) == "" {
-			continue
-		}
-		indent := len(text) - len(strings.TrimLeft(text, " "))
-		if strings.Contains(text[:indent], "\t") {
-			t.Fatalf("%s:%d: tab in indentation", name, i+1)
-		}
-		lines = append(lines, yamlLine{i + 1, indent, strings.TrimSpace(text)})
-	}
-	p := &yamlParser{lines: lines}
-	n, err := p.block(0)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	if p.i != len(lines) {
-		t.Fatalf("%s:%d: unexpected indentation", name, lines[p.i].no)
-	}
-	return n
-}
-
-type yamlLine struct {
-	no, indent int
-	text       string
-}
-
-type yamlParser struct {
-	lines []yamlLine
-	i     int
-}
-
-// block parses the lines indented exactly indent as one mapping or list.
-func (p *yamlParser) block(indent int) (*yamlNode, error) {
-	n := &yamlNode{}
-	for p.i < len(p.lines) {
-		l := p.lines[p.i]
-		if l.indent < indent {
-			break
-		}
-		if l.indent > indent {
-			return nil, fmt.Errorf("line %d: unexpected indentation", l.no)
-		}
-		if item, ok := strings.CutPrefix(l.text, "- "); ok {
-			if n.m != nil {
-				return nil, fmt.Errorf("line %d: list item in a mapping", l.no)
-			}
-			n.list = append(n.list, &yamlNode{s: unquote(item)})
-			p.i++
-			continue
-		}
-		key, val, ok := strings.Cut(l.text, ":")
-		if !ok || n.list != nil {
-			return nil, fmt.Errorf("line %d: want key: value", l.no)
-		}
-		key = unquote(strings.TrimSpace(key))
-		if n.m == nil {
-			n.m = map[string]*yamlNode{}
-		}
-		if _, dup := n.m[key]; dup {
-			return nil, fmt.Errorf("line %d: duplicate key %q", l.no, key)
-		}
-		p.i++
-		var child *yamlNode
-		if val = strings.TrimSpace(val); val != "" {
-			child = &yamlNode{s: unquote(val)}
-		} else if p.i < len(p.lines) && p.lines[p.i].indent > indent {
-			var err error
-			if child, err = p.block(p.lines[p.i].indent); err != nil {
-				return nil, err
-			}
-		} else {
-			child = &yamlNode{}
-		}
-		n.m[key] = child
-		n.keys = append(n.keys, key)
-	}
-	return n, nil
-}
-
-// stripComment removes a " #" comment outside quotes.
-func stripComment(line string) string {
-	var quote rune
-	for i, r := range line {
-		switch {
-		case quote != 0:
-			if r == quote {
-				quote = 0
-			}
-		case r == '"' || r == '\'':
-			quote = r
-		case r == '#' && (i == 0 || line[i-1] == ' '):
-			return line[:i]
-		}
-	}
-	return line
-}
-
-func unquote(s string) string {
-	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"' || s[0] == '\'' && s[len(s)-1] == '\'') {
-		return s[1 : len(s)-1]
-	}
-	return s
-}
-
-// firstDiff shows the first line where a and b differ.
-func firstDiff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	for i := range min(len(al), len(bl)) {
-		if al[i] != bl[i] {
-			return fmt.Sprintf("line %d:\n  envsubst: %s\n  tests:    %s", i+1, al[i], bl[i])
-		}
-	}
-	return fmt.Sprintf("lengths differ: %d and %d lines", len(al), len(bl))
+	vars["ACCESS_LOG"] = "access.log"
+	return vars
 }

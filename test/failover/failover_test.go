@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchboard-rt/switchboard/internal/browsersim"
 )
 
 // fleetSize is N in the scenarios: enough to see a storm, small enough
@@ -58,27 +60,27 @@ func (c *cluster) mustPost(t *testing.T, text string, want int64) emitted {
 }
 
 // assertExactlyOnce checks that every client got exactly one frame of id.
-func assertExactlyOnce(t *testing.T, f *fleet, what, id string) {
+func assertExactlyOnce(t *testing.T, f *browsersim.Fleet, what, id string) {
 	t.Helper()
-	took := f.waitFrames(t, what, id)
+	took := f.WaitFrames(t, what, id)
 	time.Sleep(200 * time.Millisecond) // room for a duplicate to show up
-	for i, n := range f.frames(id) {
+	for i, n := range f.Frames(id) {
 		if n != 1 {
 			t.Errorf("%s: client %d got message %s %d times; want once", what, i, id, n)
 		}
 	}
-	t.Logf("%s: message reached all %d clients once, the last %v after the POST returned", what, len(f.clients), took.Round(time.Millisecond))
+	t.Logf("%s: message reached all %d clients once, the last %v after the POST returned", what, len(f.Clients), took.Round(time.Millisecond))
 }
 
 // logReconnects logs and returns the reconnect figures since the last
 // reset.
-func logReconnects(t testing.TB, what string, f *fleet) (p50, p99 time.Duration, storm int) {
-	d, joined := f.reconnectStats()
-	storm = maxInWindow(joined, 100*time.Millisecond)
-	p50, p99 = percentile(d, 50), percentile(d, 99)
+func logReconnects(t testing.TB, what string, f *browsersim.Fleet) (p50, p99 time.Duration, storm int) {
+	d, joined := f.ReconnectStats()
+	storm = browsersim.MaxInWindow(joined, 100*time.Millisecond)
+	p50, p99 = browsersim.Percentile(d, 50), browsersim.Percentile(d, 99)
 	t.Logf("%s: %d reconnects (%d dials), p50 %v, p99 %v, max %v; at most %d completed in any 100 ms; close codes %v (-1: no close frame); %d count frames received",
-		what, len(d), f.dials(), p50.Round(time.Millisecond), p99.Round(time.Millisecond),
-		percentile(d, 100).Round(time.Millisecond), storm, f.closeCodes(), f.countFrames())
+		what, len(d), f.Dials(), p50.Round(time.Millisecond), p99.Round(time.Millisecond),
+		browsersim.Percentile(d, 100).Round(time.Millisecond), storm, f.CloseCodes(), f.CountFrames())
 	return p50, p99, storm
 }
 
@@ -137,16 +139,16 @@ func (c *cluster) startPosting(prefix string, interval time.Duration) (stop func
 func TestKillPrimary(t *testing.T) {
 	c := startCluster(t, clusterOptions{})
 	primary, standby := c.counter(c.primaryGRPC), c.counter(c.standbyGRPC)
-	f := startFleet(t, fleetSize, c.wsURL(), c.origin())
+	f := browsersim.Start(t, fleetSize, c.wsURL(), c.origin())
 	waitCount(t, "primary before the kill", primary, fleetSize, waitTimeout)
 	if n := metricCount(c.standbyHTTP); n != 0 {
 		t.Fatalf("standby holds %d browsers while the primary is up; want 0: nginx must not balance", n)
 	}
-	f.waitCounts(t, "before the kill", fleetSize)
+	f.WaitCounts(t, "before the kill", fleetSize)
 	before := c.mustPost(t, "before the kill", fleetSize)
 	assertExactlyOnce(t, f, "emit before the kill", before.ID)
 
-	f.resetStats()
+	f.ResetStats()
 	// Emit all through the switch: a POST every 20 ms from just before
 	// the kill until the standby counts everyone, each with its own text.
 	stopPosting := c.startPosting("during the switch", 20*time.Millisecond)
@@ -157,10 +159,10 @@ func TestKillPrimary(t *testing.T) {
 	converged := time.Since(killed)
 	posts := stopPosting()
 	t.Logf("kill -9 -> standby counts all %d: %v", fleetSize, converged.Round(time.Millisecond))
-	allShow := f.waitCounts(t, "after the kill", fleetSize)
+	allShow := f.WaitCounts(t, "after the kill", fleetSize)
 	t.Logf("kill -9 -> every client shows count %d: %v", fleetSize, (converged + allShow).Round(time.Millisecond))
 	logReconnects(t, "after kill -9", f)
-	d, _ := f.reconnectStats()
+	d, _ := f.ReconnectStats()
 	if len(d) < fleetSize {
 		t.Errorf("got %d reconnects; want at least %d (every client lost its node)", len(d), fleetSize)
 	}
@@ -179,7 +181,7 @@ func TestKillPrimary(t *testing.T) {
 		case p.res.status == http.StatusOK:
 			ok++
 			got, twice := 0, 0
-			for _, n := range f.frames(p.res.ID) {
+			for _, n := range f.Frames(p.res.ID) {
 				if n > 0 {
 					got++
 				}
@@ -205,7 +207,7 @@ func TestKillPrimary(t *testing.T) {
 		default:
 			t.Errorf("POST %q: got %d %+v; want 200 or 503", p.text, p.res.status, p.res)
 		}
-		for i, n := range f.textCopies(p.text) {
+		for i, n := range f.TextCopies(p.text) {
 			if n > 1 {
 				t.Errorf("client %d got %q under %d ids; want one", i, p.text, n)
 			}
@@ -239,12 +241,12 @@ func TestKillPrimary(t *testing.T) {
 func TestRestartPrimary(t *testing.T) {
 	c := startCluster(t, clusterOptions{})
 	standby := c.counter(c.standbyGRPC)
-	f := startFleet(t, fleetSize, c.wsURL(), c.origin())
+	f := browsersim.Start(t, fleetSize, c.wsURL(), c.origin())
 	waitCount(t, "primary before the kill", c.counter(c.primaryGRPC), fleetSize, waitTimeout)
 	c.killPrimary()
 	waitCount(t, "standby after the kill", standby, fleetSize, waitTimeout)
-	f.waitCounts(t, "after the kill", fleetSize)
-	f.resetStats()
+	f.WaitCounts(t, "after the kill", fleetSize)
+	f.ResetStats()
 
 	// Sample both counts every 100 ms from the restart on.
 	restarted := time.Now()
@@ -290,9 +292,9 @@ func TestRestartPrimary(t *testing.T) {
 	if !c.feat.handBack {
 		// Without standby mode the standby keeps its browsers; nginx must
 		// still send every new one to the primary.
-		newcomer := startFleet(t, 1, c.wsURL(), c.origin())
+		newcomer := browsersim.Start(t, 1, c.wsURL(), c.origin())
 		waitCount(t, "restarted primary with one new client", primary, 1, waitTimeout)
-		newcomer.stop()
+		newcomer.Stop()
 		time.Sleep(time.Second)
 		if n := metricCount(c.standbyHTTP); n != fleetSize {
 			t.Errorf("standby (no hand-back in this binary) holds %d browsers; want it to keep %d", n, fleetSize)
@@ -303,7 +305,7 @@ func TestRestartPrimary(t *testing.T) {
 	waitCount(t, "primary after the hand-back", primary, fleetSize, waitTimeout+handBackWindow)
 	waitMetric(t, "standby after the hand-back", c.standbyHTTP, 0, 5*time.Second)
 	back := time.Since(restarted)
-	f.waitCounts(t, "after the hand-back", fleetSize)
+	f.WaitCounts(t, "after the hand-back", fleetSize)
 	t.Logf("restart -> primary counts all %d, standby 0: %v", fleetSize, back.Round(time.Millisecond))
 	time.Sleep(time.Second) // no one bounces back to the standby
 	got := stopSampling()
@@ -351,33 +353,31 @@ func TestRestartPrimary(t *testing.T) {
 func TestTerminatePrimary(t *testing.T) {
 	c := startCluster(t, clusterOptions{})
 	standby := c.counter(c.standbyGRPC)
-	f := startFleet(t, fleetSize, c.wsURL(), c.origin())
+	f := browsersim.Start(t, fleetSize, c.wsURL(), c.origin())
 	waitCount(t, "primary before SIGTERM", c.counter(c.primaryGRPC), fleetSize, waitTimeout)
-	f.waitCounts(t, "before SIGTERM", fleetSize)
-	f.resetStats()
+	f.WaitCounts(t, "before SIGTERM", fleetSize)
+	f.ResetStats()
 
 	// Web servers keep emitting through the maintenance.
 	stopPosting := c.startPosting("during the drain", 50*time.Millisecond)
 	termed := time.Now()
-	if err := c.primary.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	c.primary.Signal(t, syscall.SIGTERM)
 	moved := waitCount(t, "standby after SIGTERM", standby, fleetSize, waitTimeout)
 	t.Logf("SIGTERM -> standby counts all %d: %v", fleetSize, moved.Round(time.Millisecond))
 	time.Sleep(200 * time.Millisecond)
 	posts := stopPosting()
 	select {
-	case <-c.primary.done:
-		if c.primary.err != nil {
-			t.Errorf("primary after SIGTERM: %v; want exit status 0", c.primary.err)
+	case <-c.primary.Done():
+		if err := c.primary.Err(); err != nil {
+			t.Errorf("primary after SIGTERM: %v; want exit status 0", err)
 		}
 		t.Logf("SIGTERM -> primary exited: %v", time.Since(termed).Round(time.Millisecond))
 	case <-time.After(12 * time.Second):
 		t.Fatal("primary still running 12 s after SIGTERM; want an exit within 10 s")
 	}
-	f.waitCounts(t, "after SIGTERM", fleetSize)
+	f.WaitCounts(t, "after SIGTERM", fleetSize)
 	_, _, storm := logReconnects(t, "SIGTERM", f)
-	_, joined := f.reconnectStats()
+	_, joined := f.ReconnectStats()
 	if len(joined) < fleetSize {
 		t.Errorf("got %d reconnects; want %d", len(joined), fleetSize)
 	}
@@ -387,7 +387,7 @@ func TestTerminatePrimary(t *testing.T) {
 	if storm > fleetSize/2 {
 		t.Errorf("%d of %d clients reconnected within one 100 ms window; want the drain spread out", storm, fleetSize)
 	}
-	codes := f.closeCodes()
+	codes := f.CloseCodes()
 	if codes[1001]+codes[1012] < fleetSize {
 		t.Errorf("close codes %v; want every client closed with 1001 or 1012", codes)
 	}
@@ -410,7 +410,7 @@ func TestTerminatePrimary(t *testing.T) {
 			// queued to: a draining node writes what it queued before
 			// its close frame.
 			got := 0
-			for _, n := range f.frames(p.res.ID) {
+			for _, n := range f.Frames(p.res.ID) {
 				if n > 0 {
 					got++
 				}
@@ -423,7 +423,7 @@ func TestTerminatePrimary(t *testing.T) {
 		default:
 			t.Errorf("POST %q: got %d %+v; want 200", p.text, p.res.status, p.res)
 		}
-		for i, n := range f.textCopies(p.text) {
+		for i, n := range f.TextCopies(p.text) {
 			if n > 1 {
 				t.Errorf("client %d got %q under %d ids; want one", i, p.text, n)
 			}

@@ -24,6 +24,9 @@ import (
 	"github.com/coder/websocket"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/switchboard-rt/switchboard/internal/composetest"
+	"github.com/switchboard-rt/switchboard/internal/nginxtest"
+	"github.com/switchboard-rt/switchboard/internal/proctest"
 	"github.com/switchboard-rt/switchboard/internal/testenv"
 	"github.com/switchboard-rt/switchboard/pkg/certs/certstest"
 	"github.com/switchboard-rt/switchboard/pkg/client"
@@ -47,24 +50,24 @@ func startTLSDeployment(t *testing.T) *tlsDeployment {
 	t.Helper()
 	bin := needBinaries(t)
 	d := &tlsDeployment{
-		https: freeAddr(t), grpcs: freeAddr(t), http: freeAddr(t), grpc: freeAddr(t),
-		nodeHTTP: freeAddr(t), node: freeAddr(t),
+		https: proctest.FreeAddr(t), grpcs: proctest.FreeAddr(t), http: proctest.FreeAddr(t), grpc: proctest.FreeAddr(t),
+		nodeHTTP: proctest.FreeAddr(t), node: proctest.FreeAddr(t),
 	}
-	web := freeAddr(t)
-	startProc(t, "node", append(cleanEnv(),
+	web := proctest.FreeAddr(t)
+	proctest.Start(t, "node", append(proctest.CleanEnv(),
 		"SWITCHBOARD_HTTP_ADDR="+d.nodeHTTP, "SWITCHBOARD_GRPC_ADDR="+d.node,
 		"SWITCHBOARD_API_TOKEN="+testToken, "SWITCHBOARD_LOG_LEVEL=warn",
 		"SWITCHBOARD_TRUSTED_PROXIES=127.0.0.1/32"), bin.switchboard)
 	waitOK(t, "http://"+d.nodeHTTP+"/readyz", nil)
-	startProc(t, "web", append(cleanEnv(),
+	proctest.Start(t, "web", append(proctest.CleanEnv(),
 		"LISTEN_ADDR="+web, "SWITCHBOARD_ADDR="+d.grpc, "SWITCHBOARD_API_TOKEN="+testToken,
 		"SWITCHBOARD_PUBLIC_URLS=wss://"+d.https+"/ws"), bin.webserver)
 	waitOK(t, "http://"+web+"/healthz", nil)
 
-	prefix := nginxPrefix(t, map[string]string{
+	prefix := nginxtest.Prefix(t, templatePath(), map[string]string{
 		"LISTEN_HTTP": d.http, "LISTEN_GRPC": d.grpc,
-		"PRIMARY_HTTP": d.nodeHTTP, "STANDBY_HTTP": freeAddr(t),
-		"PRIMARY_GRPC": d.node, "STANDBY_GRPC": freeAddr(t),
+		"PRIMARY_HTTP": d.nodeHTTP, "STANDBY_HTTP": proctest.FreeAddr(t),
+		"PRIMARY_GRPC": d.node, "STANDBY_GRPC": proctest.FreeAddr(t),
 		"WEB1": web, "WEB2": web,
 		"ACCESS_LOG": "access.log",
 	})
@@ -76,7 +79,7 @@ func startTLSDeployment(t *testing.T) *tlsDeployment {
 		"LISTEN_HTTPS": d.https, "LISTEN_GRPCS": d.grpcs,
 		"TLS_CERT": "cert.pem", "TLS_KEY": "key.pem",
 	})
-	startProc(t, "nginx", cleanEnv(), nginxArgv(bin, prefix)...)
+	nginxtest.Start(t, bin.nginx, prefix)
 	waitOK(t, "http://"+d.http+"/nginx-healthz", nil)
 	waitOK(t, "https://"+d.https+"/client.js", d.roots)
 	return d
@@ -91,21 +94,14 @@ func writeTLSConf(t *testing.T, prefix string, vars map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf, err := renderTemplate(string(tmpl), vars)
+	conf, err := nginxtest.Render(string(tmpl), vars)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(prefix, "tls.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if os.Geteuid() == 0 {
-		uid, gid := nobodyIDs(t)
-		for _, f := range []string{"tls.conf", "cert.pem", "key.pem"} {
-			if err := os.Chown(filepath.Join(prefix, f), uid, gid); err != nil && !os.IsNotExist(err) {
-				t.Fatal(err)
-			}
-		}
-	}
+	nginxtest.GiveToNginx(t, prefix, "tls.conf", "cert.pem", "key.pem")
 }
 
 // waitOK polls url until it answers 200, trusting roots for https.
@@ -273,23 +269,17 @@ func TestREADMEGrpcurlThroughNginx(t *testing.T) {
 // nginx -t on both templates rendered with compose's values.
 func TestComposeTLSOverride(t *testing.T) {
 	bin := needBinaries(t)
-	services := loadComposeFile(t, "compose.tls.yaml").get("services")
-	ngxNode := services.get("nginx")
+	override := composetest.Load(t, filepath.Join(moduleRoot(), "deploy", "compose.tls.yaml"))
+	ngxNode := override.Service("nginx")
 	if ngxNode == nil {
 		t.Fatal("compose.tls.yaml has no nginx service")
 	}
-	ngx := map[string]string{}
-	for _, k := range ngxNode.get("environment").keys {
-		ngx[k] = ngxNode.get("environment").m[k].s
-	}
+	ngx := override.Env("nginx")
 	tmpl, err := os.ReadFile(tlsTemplatePath())
 	if err != nil {
 		t.Fatal(err)
 	}
-	placeholders := map[string]bool{}
-	for _, m := range placeholderRE.FindAllStringSubmatch(string(tmpl), -1) {
-		placeholders[m[1]] = true
-	}
+	placeholders := nginxtest.Placeholders(string(tmpl))
 	for p := range placeholders {
 		if _, ok := ngx[p]; !ok {
 			t.Errorf("TLS placeholder ${%s} is not set in compose.tls.yaml's nginx environment", p)
@@ -300,13 +290,7 @@ func TestComposeTLSOverride(t *testing.T) {
 			t.Errorf("compose.tls.yaml sets %s for nginx, which tls.conf.template does not use", k)
 		}
 	}
-	var volumes, ports []string
-	for _, v := range ngxNode.get("volumes").list {
-		volumes = append(volumes, v.s)
-	}
-	for _, p := range ngxNode.get("ports").list {
-		ports = append(ports, p.s)
-	}
+	volumes, ports := ngxNode.Get("volumes").Strings(), ngxNode.Get("ports").Strings()
 	if !containsPrefix(volumes, "./nginx/tls.conf.template:/etc/nginx/templates/tls.conf.template") {
 		t.Errorf("compose.tls.yaml does not mount ./nginx/tls.conf.template into /etc/nginx/templates/ (volumes %v)", volumes)
 	}
@@ -324,8 +308,8 @@ func TestComposeTLSOverride(t *testing.T) {
 		}
 	}
 	for _, web := range []string{"web1", "web2"} {
-		urls := services.get(web).get("environment").get("SWITCHBOARD_PUBLIC_URLS")
-		if urls == nil || !strings.Contains(urls.s, "wss://") || !strings.Contains(urls.s, ":"+ngx["LISTEN_HTTPS"]+"/ws") {
+		urls := override.Env(web)["SWITCHBOARD_PUBLIC_URLS"]
+		if !strings.Contains(urls, "wss://") || !strings.Contains(urls, ":"+ngx["LISTEN_HTTPS"]+"/ws") {
 			t.Errorf("%s SWITCHBOARD_PUBLIC_URLS in compose.tls.yaml: want wss:// on port %s", web, ngx["LISTEN_HTTPS"])
 		}
 	}
@@ -333,18 +317,8 @@ func TestComposeTLSOverride(t *testing.T) {
 	// nginx -t, with compose's values (service names mapped to loopback,
 	// as TestComposeMatchesTemplateAndPrograms does) and test
 	// certificates at the paths.
-	compose := loadCompose(t).get("services")
-	base := compose.get("nginx").get("environment")
-	vars := map[string]string{}
-	for _, k := range base.keys {
-		v := base.m[k].s
-		if host, port, err := net.SplitHostPort(v); err == nil && compose.get(host) != nil {
-			v = "127.0.0.1:" + port
-		}
-		vars[k] = v
-	}
-	vars["ACCESS_LOG"] = "access.log"
-	prefix := nginxPrefix(t, vars)
+	vars := loopbackVars(loadCompose(t))
+	prefix := nginxtest.Prefix(t, templatePath(), vars)
 	certstest.NewCA(t).Server(t).Write(t, filepath.Join(prefix, "cert.pem"), filepath.Join(prefix, "key.pem"))
 	tlsVars := map[string]string{"TLS_CERT": "cert.pem", "TLS_KEY": "key.pem"}
 	for k, v := range ngx {
@@ -353,7 +327,7 @@ func TestComposeTLSOverride(t *testing.T) {
 		}
 	}
 	writeTLSConf(t, prefix, tlsVars)
-	argv := nginxArgv(bin, prefix, "-t")
+	argv := nginxtest.Argv(bin.nginx, prefix, "-t")
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("nginx -t with the TLS snippet: %v\n%s", err, out)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/switchboard-rt/switchboard/internal/attack"
 	"github.com/switchboard-rt/switchboard/internal/browsertest"
+	"github.com/switchboard-rt/switchboard/internal/freeport"
 )
 
 const (
@@ -84,16 +84,6 @@ func binary(t *testing.T) string {
 	return built
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // node is the node process under attack.
 type node struct {
 	cmd                   *exec.Cmd
@@ -106,7 +96,7 @@ type node struct {
 // and waits until it is ready.
 func startNode(t *testing.T, env ...string) *node {
 	t.Helper()
-	n := &node{http: freeAddr(t), grpc: freeAddr(t), admin: freeAddr(t), logPath: filepath.Join(t.TempDir(), "node.log")}
+	n := &node{http: freeport.Addr(t), grpc: freeport.Addr(t), admin: freeport.Addr(t), logPath: filepath.Join(t.TempDir(), "node.log")}
 	log, err := os.Create(n.logPath)
 	if err != nil {
 		t.Fatal(err)
