@@ -30,7 +30,9 @@ expect "describe" 'rpc WatchCount' grpcurl -plaintext "$grpc" describe switchboa
 expect "health" 'SERVING' grpcurl -plaintext -d '{"service":"switchboard.v1.SwitchboardService"}' "$grpc" grpc.health.v1.Health/Check
 expect "emit" '"id": "[0-9a-v]+-[0-9a-z]+"' grpcurl -plaintext -d '{"event":"ShowMessage","data":{"text":"hi"}}' "$grpc" switchboard.v1.SwitchboardService/EmitMessage
 expect "emit to a channel" '"recipients": "0"' grpcurl -plaintext -emit-defaults -d '{"event":"Quote","channel":"quotes","data":{"text":"Simplicity is prerequisite for reliability."}}' "$grpc" switchboard.v1.SwitchboardService/EmitMessage
-expect "count" '"connections": "0"' grpcurl -plaintext -emit-defaults "$grpc" switchboard.v1.SwitchboardService/GetOnlineCount
+expect "count" '"visitors": "0"' grpcurl -plaintext -emit-defaults "$grpc" switchboard.v1.SwitchboardService/GetOnlineCount
+expect "presence" '"visitors": \[\]' grpcurl -plaintext -emit-defaults -d '{"page_size":100}' "$grpc" switchboard.v1.SwitchboardService/GetPresence
+expect "bad page size is InvalidArgument" 'InvalidArgument' sh -c "grpcurl -plaintext -d '{\"page_size\":5000}' $grpc switchboard.v1.SwitchboardService/GetPresence || true"
 if grpcurl -plaintext -d '{"event":""}' "$grpc" switchboard.v1.SwitchboardService/EmitMessage >/dev/null 2>&1; then
   fail "an empty event was accepted"
 else

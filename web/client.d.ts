@@ -12,7 +12,13 @@ declare namespace Switchboard {
   /** Socket server URLs: one, several in an array, or a comma-separated list; null or "" is "/ws". */
   type URLs = string | readonly string[] | null;
 
-  /** Backoff between reconnects: min(maxDelay, minDelay × factor^failures), with equal jitter. */
+  /** An identity token (a JWT the site's web server signed), or a function that makes one. */
+  type Token = string | (() => string | Promise<string>);
+
+  /**
+   * Backoff between reconnects: min(maxDelay, minDelay × factor^failures), with equal jitter;
+   * and who the browser is.
+   */
   interface Options {
     /** Milliseconds before the first reconnect. Default: 250. */
     minDelay?: number;
@@ -20,6 +26,11 @@ declare namespace Switchboard {
     maxDelay?: number;
     /** Growth of the backoff per failed attempt. Default: 2. */
     factor?: number;
+    /**
+     * The visitor's identity token; a function is called before every connect, so a page can
+     * fetch a fresh one. Without one the browser counts by an anonymous id kept in localStorage.
+     */
+    token?: Token;
   }
 
   interface SubscribeOptions {
@@ -55,10 +66,12 @@ declare namespace Switchboard {
     readonly state: State;
     /** The last online count received; null before the first. */
     readonly count: number | null;
+    /** The distinct visitors of that count; null before the first. */
+    readonly visitors: number | null;
     /** Calls fn(data, message) for every message of event ("*": every event). */
     on<T = any>(event: string, fn: (data: T, message: Message<T>) => void): Off;
-    /** Calls fn with the online count, at once if one is known. */
-    onCount(fn: (count: number) => void): Off;
+    /** Calls fn with the online count and its distinct visitors, at once if they are known. */
+    onCount(fn: (count: number, visitors: number) => void): Off;
     /** Calls fn on every change of state, at once with the current one. */
     onState(fn: (state: State) => void): Off;
     /**

@@ -1,7 +1,7 @@
 /*! Switchboard browser client. No dependencies. Served at /client.js.
  *
  *   const sb = Switchboard.connect(["wss://rt.example.com/ws", "wss://rt2.example.com/ws"]);
- *   sb.onCount(n => el.textContent = n);
+ *   sb.onCount((n, v) => el.textContent = v + " visitors, " + n + " tabs");
  *   sb.on("ShowMessage", data => show(data.text));
  *   sb.subscribe("quotes", {last: 1});               // and the newest quote at once
  *   sb.onState(s => banner.hidden = s === "open");   // "connecting" | "open" | "reconnecting" | "closed"
@@ -11,7 +11,9 @@
  * URL after each failure, and resumes where it left off: the node sends what
  * it missed, then live messages. It drops a message whose id it has seen
  * among the last 1000, so that a message a retried emit delivers again after
- * a fail-over shows once.
+ * a fail-over shows once. A browser is one visitor: the subject of
+ * opts.token (a string, or a function giving one or its promise, called
+ * before every connect), else an id kept in localStorage.
  */
 (function (root) {
   "use strict";
@@ -22,6 +24,21 @@
     factor: 2         // backoff growth per failed attempt
   };
   var SEEN_IDS = 1000; // message ids remembered to drop duplicates
+  var VISITOR_KEY = "switchboard.visitor", memoryVisitor;
+
+  // visitorID: this browser's anonymous id, in localStorage (or memory).
+  function visitorID() {
+    var id;
+    try { id = localStorage.getItem(VISITOR_KEY); } catch (e) {}
+    if (id && /^[\w-]{1,64}$/.test(id)) return id;
+    if (!memoryVisitor) {
+      var a = crypto.getRandomValues(new Uint8Array(16));
+      memoryVisitor = "";
+      for (var j = 0; j < 16; j++) memoryVisitor += (a[j] + 256).toString(16).slice(1);
+    }
+    try { localStorage.setItem(VISITOR_KEY, memoryVisitor); } catch (e) {}
+    return memoryVisitor;
+  }
 
   // toWS turns "/ws", "https://host/ws" or "wss://host/ws" into a WebSocket URL.
   function toWS(u, base) {
@@ -45,6 +62,7 @@
     this._urls = urls.map(function (u) { return toWS(u.trim(), base); });
     this._opts = {};
     for (var k in DEFAULTS) this._opts[k] = opts[k] != null ? opts[k] : DEFAULTS[k];
+    this._token = opts.token;
     this._handlers = {};      // event -> [fn]
     this._countFns = [];
     this._stateFns = [];
@@ -59,6 +77,7 @@
     this._closed = false;
     this.state = "";
     this.count = null;        // last count received
+    this.visitors = null;     // and its distinct visitors
     this._seen = {};          // message ids received recently, as keys
     this._seenRing = [];      // the same ids, oldest first from _seenAt
     this._seenAt = 0;
@@ -71,14 +90,25 @@
     for (var i = 0; i < this._stateFns.length; i++) call(this._stateFns[i], s);
   };
 
+  // _connect gets the token, if any, then opens the socket.
   Client.prototype._connect = function () {
-    var self = this;
+    var self = this, tok = this._token;
     this._setState(this._attempt === 0 && this.count === null ? "connecting" : "reconnecting");
+    if (typeof tok !== "function") return this._open(tok);
+    Promise.resolve().then(tok).then(function (t) {
+      if (!self._closed) self._open(t);
+    }, function () { self._retry(0); });
+  };
+
+  Client.prototype._open = function (tok) {
+    var self = this;
     var ws, ch, inURL = {};
     try {
       // The channels and the position ride on the upgrade: the node joins
       // them and replays what was missed before any live message.
       var url = new URL(this._urls[this._i]);
+      if (tok) url.searchParams.set("token", tok);
+      else url.searchParams.set("visitor", visitorID());
       for (ch in this._channels) { url.searchParams.append("channel", ch); inURL[ch] = 1; }
       if (this._epoch !== null) {
         url.searchParams.set("epoch", this._epoch);
@@ -106,13 +136,13 @@
         var again = self._epoch !== null;
         if (f.recovered !== true) self._offset = f.offset;
         self._epoch = f.epoch;
-        if (again) {
-          if (!f.recovered) for (var c in self._channels) if (inURL[c] && self._channels[c].last) self._sub(c);
-          for (var k = 0; k < self._reconnectFns.length; k++) call(self._reconnectFns[k], f.recovered === true);
-        }
+        // Without a replay, channels joined in the URL ask for their last.
+        if (!f.recovered) for (var c in self._channels) if (inURL[c] && self._channels[c].last) self._sub(c);
+        if (again) for (var k = 0; k < self._reconnectFns.length; k++) call(self._reconnectFns[k], f.recovered === true);
       } else if (f.type === "count") {
         self.count = f.connections;
-        for (var i = 0; i < self._countFns.length; i++) call(self._countFns[i], f.connections);
+        self.visitors = f.visitors;
+        for (var i = 0; i < self._countFns.length; i++) call(self._countFns[i], f.connections, f.visitors);
       } else if (f.type === "message") {
         if (f.offset > self._offset) self._offset = f.offset;
         if (self._dup(f.id)) return;
@@ -184,11 +214,12 @@
     return function () { var i = list.indexOf(fn); if (i >= 0) list.splice(i, 1); };
   };
 
-  // onCount calls fn(n) with the online count, at once if one is known.
+  // onCount calls fn(n, v) with the online count and its distinct
+  // visitors, at once if they are known.
   Client.prototype.onCount = function (fn) {
     var list = this._countFns;
     list.push(fn);
-    if (this.count !== null) call(fn, this.count);
+    if (this.count !== null) call(fn, this.count, this.visitors);
     return function () { var i = list.indexOf(fn); if (i >= 0) list.splice(i, 1); };
   };
 
@@ -245,6 +276,7 @@
   var Switchboard = {
     // connect opens a client to one or more socket server URLs (an array,
     // or a comma-separated string; default: /ws next to this script).
+    // opts: minDelay, maxDelay, factor (the backoff), token.
     connect: function (urls, opts) { return new Client(urls, opts); },
     Client: Client
   };

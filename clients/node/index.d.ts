@@ -115,6 +115,14 @@ export declare class Client {
   close(): void;
 }
 
+/**
+ * Returns an identity token for the browser of sub (1 to 128 bytes), a signed-in user: a JWT
+ * signed with HS256 and secret (the nodes' SWITCHBOARD_TOKEN_SECRET), valid for ttlSeconds
+ * (default 300). The page passes it to Switchboard.connect(urls, { token }) and counts as sub.
+ * Throws a TypeError for an empty secret, a bad sub or ttl.
+ */
+export declare function mintToken(secret: string | Uint8Array, sub: string, ttlSeconds?: number): string;
+
 /** Returns a client for target, such as "switchboard:9090"; the first call connects. */
 export declare function connect(target: string, options?: ClientOptions): Client;
 

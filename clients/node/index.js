@@ -342,6 +342,22 @@ class Watch {
   }
 }
 
+// mintToken returns an identity token for the browser of sub, a signed-in
+// user: a JWT signed with HS256 and secret (the nodes'
+// SWITCHBOARD_TOKEN_SECRET), valid for ttlSeconds. The page connects with
+// it (Switchboard.connect(urls, {token})) and counts as sub on every node.
+function mintToken(secret, sub, ttlSeconds = 300) {
+  if (typeof secret !== 'string' && !(secret instanceof Uint8Array)) throw new TypeError('mintToken needs the secret as a string or bytes');
+  if (secret.length === 0) throw new TypeError('mintToken needs a secret: set SWITCHBOARD_TOKEN_SECRET');
+  const n = typeof sub === 'string' ? Buffer.byteLength(sub) : 0;
+  if (n < 1 || n > 128) throw new TypeError('mintToken needs sub: 1 to 128 bytes');
+  if (!(ttlSeconds > 0) || !Number.isFinite(ttlSeconds)) throw new TypeError('mintToken needs a positive ttlSeconds');
+  const now = Math.floor(Date.now() / 1000);
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const data = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub, iat: now, exp: now + Math.ceil(ttlSeconds) })}`;
+  return `${data}.${crypto.createHmac('sha256', secret).update(data).digest('base64url')}`;
+}
+
 // connect returns a Client for target, a gRPC target such as
 // "switchboard:9090" or "dns:///switchboard:9090". Like gRPC it does not
 // connect at once: the first call does.
@@ -351,6 +367,7 @@ function connect(target, options) {
 
 module.exports = {
   connect,
+  mintToken,
   Client,
   Watch,
   SwitchboardError,

@@ -63,6 +63,11 @@ type Config struct {
 	// Payload is the approximate size of each message's data as JSON, in
 	// bytes. Default: 128.
 	Payload int
+	// Visitors, when set, gives client i the anonymous visitor id
+	// "swbench-<i mod Visitors>" (?visitor=), so that Visitors visitors
+	// hold the clients, and checks that every client is told that many
+	// (Switchboard only). Default: 0, no visitor ids.
+	Visitors int
 	// Channel, when set, subscribes every client to it and emits to it.
 	// Switchboard only.
 	Channel string
@@ -127,11 +132,14 @@ func (c Config) validate() error {
 	switch c.Target {
 	case TargetSwitchboard:
 	case TargetSocketIO:
-		if c.Channel != "" {
-			return errors.New("-channel is not supported with -target socketio")
+		if c.Channel != "" || c.Visitors != 0 {
+			return errors.New("-channel and -visitors are not supported with -target socketio")
 		}
 	default:
 		return fmt.Errorf("unknown target %q: want %s or %s", c.Target, TargetSwitchboard, TargetSocketIO)
+	}
+	if c.Visitors < 0 || c.Visitors > c.Clients {
+		return fmt.Errorf("visitors must be 0 to the number of clients (%d), got %d", c.Clients, c.Visitors)
 	}
 	if c.Clients < 1 {
 		return fmt.Errorf("clients must be at least 1, got %d", c.Clients)
@@ -175,10 +183,13 @@ func splitList(s string) []string {
 
 // bench is the state of one run shared by its goroutines.
 type bench struct {
-	cfg     Config
-	dialers []*wsDialer // client i dials dialers[i%len(dialers)]
-	conns   []*conn
-	target  int64 // count every client must see: baseline + Clients
+	cfg Config
+	// dialers are by node, then by visitor (one per node without
+	// -visitors): client i dials dialers[i%nodes][i%visitors].
+	dialers      [][]*wsDialer
+	conns        []*conn
+	target       int64 // count every client must see: baseline + Clients
+	baseVisitors int64 // visitors on the server before the run
 
 	// Connect phase.
 	retries   atomic.Int64
@@ -208,13 +219,28 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	var dialers []*wsDialer
+	var dialers [][]*wsDialer
 	for _, u := range urls {
-		d, err := newWSDialer(u, cfg.Origin)
-		if err != nil {
-			return Result{}, err
+		var node []*wsDialer
+		for i := range max(1, cfg.Visitors) {
+			du := u
+			if cfg.Visitors > 0 {
+				vu, err := url.Parse(u)
+				if err != nil {
+					return Result{}, fmt.Errorf("failed to parse the WebSocket URL: %w", err)
+				}
+				q := vu.Query()
+				q.Set("visitor", fmt.Sprint("swbench-", i))
+				vu.RawQuery = q.Encode()
+				du = vu.String()
+			}
+			d, err := newWSDialer(du, cfg.Origin)
+			if err != nil {
+				return Result{}, err
+			}
+			node = append(node, d)
 		}
-		dialers = append(dialers, d)
+		dialers = append(dialers, node)
 	}
 	if len(dialers) == 0 {
 		return Result{}, errors.New("no WebSocket URL")
@@ -254,6 +280,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			return res, fmt.Errorf("failed to reach the server: %w", err)
 		}
 		b.target = base + int64(cfg.Clients)
+		if gp, ok := pub.(*grpcPublisher); ok && cfg.Visitors > 0 {
+			if b.baseVisitors, err = gp.visitors(ctx); err != nil {
+				return res, fmt.Errorf("failed to reach the server: %w", err)
+			}
+		}
 	}
 
 	proc := newProcSampler(append([]int{cfg.PID}, cfg.PIDs...)...)
@@ -282,6 +313,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.CountFramesMax = ptr(maxFrames)
 		res.CountFramesMean = ptr(float64(sum) / float64(cfg.Clients))
+		if cfg.Visitors > 0 {
+			// Visitors ride in the same frame as the connections: the
+			// frame that showed every client showed every visitor.
+			want := b.baseVisitors + int64(cfg.Visitors)
+			for i, c := range b.conns {
+				if got := c.lastVisitors.Load(); got != want {
+					return res, fmt.Errorf("client %d was told %d visitors with the full count; want %d", i, got, want)
+				}
+			}
+			res.Visitors = ptr(want)
+		}
 		if cfg.Channel != "" {
 			if err := pub.waitSubscribed(ctx, cfg.Channel, b.target, cfg.Timeout); err != nil {
 				return res, err

@@ -16,9 +16,10 @@ import (
 // conn is one measured client. Its reader goroutine alone writes the
 // fields below the line; Run reads them only after the reader returned.
 type conn struct {
-	ws          *wsConn
-	countFrames atomic.Int64
-	lastCount   atomic.Int64
+	ws           *wsConn
+	countFrames  atomic.Int64
+	lastVisitors atomic.Int64 // visitors of the last count frame
+	lastCount    atomic.Int64
 
 	lat      []int32 // by seq: latency in µs, at least 1; 0 = not received
 	order    []int32 // seqs in arrival order, first receipts only
@@ -59,7 +60,7 @@ func (b *bench) dial(ctx context.Context, i int) (*conn, error) {
 func (b *bench) dialOnce(ctx context.Context, i int) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	ws, err := b.dialers[i%len(b.dialers)].dial(ctx, b.cfg.Payload+512, b.cfg.Payload+64<<10)
+	ws, err := b.dialerFor(i).dial(ctx, b.cfg.Payload+512, b.cfg.Payload+64<<10)
 	if err != nil {
 		return nil, fmt.Errorf("failed to dial: %w", err)
 	}
@@ -121,17 +122,18 @@ func (c *conn) socketIOHandshake() error {
 }
 
 var (
-	eioConnect = []byte("40")
-	eioPing    = []byte("2")
-	eioPong    = []byte("3")
-	eioEvent   = []byte(`42["ShowMessage",`)
-	sbMessage  = []byte(`{"type":"message",`)
-	sbCount    = []byte(`{"type":"count","connections":`)
-	keyType    = []byte(`"type":"`)
-	keyConns   = []byte(`"connections":`)
-	keyData    = []byte(`"data":`)
-	keySeq     = []byte(`"seq":`)
-	keyT       = []byte(`"t":`)
+	eioConnect  = []byte("40")
+	eioPing     = []byte("2")
+	eioPong     = []byte("3")
+	eioEvent    = []byte(`42["ShowMessage",`)
+	sbMessage   = []byte(`{"type":"message",`)
+	sbCount     = []byte(`{"type":"count","connections":`)
+	keyType     = []byte(`"type":"`)
+	keyConns    = []byte(`"connections":`)
+	keyVisitors = []byte(`"visitors":`)
+	keyData     = []byte(`"data":`)
+	keySeq      = []byte(`"seq":`)
+	keyT        = []byte(`"t":`)
 )
 
 // readLoop reads until the connection ends; closeAll ends it by closing
@@ -166,6 +168,11 @@ func (c *conn) readLoop(b *bench) {
 		case bytes.HasPrefix(frame, sbMessage):
 			c.sbMessage(b, frame, now)
 		case bytes.HasPrefix(frame, sbCount):
+			if j := bytes.Index(frame, keyVisitors); j >= 0 {
+				if v, ok := parseInt(frame[j+len(keyVisitors):]); ok {
+					c.lastVisitors.Store(v)
+				}
+			}
 			if n, ok := parseInt(frame[len(sbCount):]); ok {
 				b.sawCount(c, n)
 			}
@@ -285,4 +292,10 @@ func parseInt(b []byte) (int64, bool) {
 		n = -n
 	}
 	return n, true
+}
+
+// dialerFor returns the dialer of client i: its node, and its visitor.
+func (b *bench) dialerFor(i int) *wsDialer {
+	node := b.dialers[i%len(b.dialers)]
+	return node[i%len(node)]
 }

@@ -46,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.Rate, "rate", 0, "emits per second (0: as fast as -inflight allows)")
 	fs.IntVar(&cfg.Inflight, "inflight", 0, "emits outstanding at once (default 1, sequential; 16 with -rate)")
 	fs.IntVar(&cfg.Payload, "payload", 128, "approximate message data size in bytes, as JSON")
+	fs.IntVar(&cfg.Visitors, "visitors", 0, "give the clients this many anonymous visitor ids, in turn, and check every client is told that many visitors (Switchboard only)")
 	fs.StringVar(&cfg.Channel, "channel", "", "subscribe every client to this channel and emit to it (Switchboard only)")
 	fs.DurationVar(&cfg.Hold, "hold", 0, "stay connected this long after counting, before emitting (idle memory: -emits 0 -hold 10s)")
 	fs.Func("pid", "server process to sample for CPU (/proc/PID/stat) and RSS (/proc/PID/status), or a comma list of a cluster's nodes' (summed)", func(s string) error {

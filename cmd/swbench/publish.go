@@ -129,6 +129,17 @@ func (p *grpcPublisher) countChannel(ctx context.Context, channel string) (int64
 	return res.GetConnections(), nil
 }
 
+// visitors returns the server's count of distinct visitors.
+func (p *grpcPublisher) visitors(ctx context.Context) (int64, error) {
+	ctx, cancel := p.ctx(ctx)
+	defer cancel()
+	res, err := p.apis[0].GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return res.GetVisitors(), nil
+}
+
 func (p *grpcPublisher) waitSubscribed(ctx context.Context, channel string, n int64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {

@@ -32,6 +32,7 @@ type Result struct {
 	DialRetries     int64    `json:"dial_retries"`
 	CountFramesMax  *int64   `json:"count_frames_max"`
 	CountFramesMean *float64 `json:"count_frames_mean"`
+	Visitors        *int64   `json:"visitors"`
 
 	// Deliveries.
 	Expected        int64  `json:"expected"`
@@ -248,6 +249,9 @@ func (r Result) print(w io.Writer) {
 	fmt.Fprintf(w, "  connect all       %.3fs (%d dial retries)\n", r.ConnectSeconds, r.DialRetries)
 	fmt.Fprintf(w, "  connect+count all %s\n", f(r.CountAllSeconds, "%.3fs"))
 	fmt.Fprintf(w, "  count frames/client during connect: max %s, mean %s\n", i(r.CountFramesMax), f(r.CountFramesMean, "%.1f"))
+	if r.Visitors != nil {
+		fmt.Fprintf(w, "  visitors          %d, told to every client\n", *r.Visitors)
+	}
 	if r.Emits > 0 {
 		fmt.Fprintf(w, "  delivered         %d/%d (lost %d, duplicates %d, out of order %d, order mismatch %d, disconnected %d, emit errors %d)\n",
 			r.Delivered, r.Expected, r.Lost, r.Duplicates, r.OutOfOrder, r.OrderMismatch, r.Disconnected, r.EmitErrors)

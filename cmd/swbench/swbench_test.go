@@ -56,6 +56,7 @@ func TestRunSwitchboard(t *testing.T) {
 		{name: "inflight", cfg: Config{Clients: 20, Emits: 30, Inflight: 4, Channel: "bench", Payload: 1000}},
 		{name: "rate", cfg: Config{Clients: 20, Emits: 30, Rate: 300, Dialers: 3, Ramp: 500}},
 		{name: "token", token: "s3cret", cfg: Config{Clients: 20, Emits: 30, Inflight: 2, Token: "s3cret"}},
+		{name: "visitors", cfg: Config{Clients: 20, Emits: 30, Visitors: 7}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +83,9 @@ func TestRunSwitchboard(t *testing.T) {
 			}
 			if res.CountAllSeconds == nil || *res.CountAllSeconds <= 0 || res.CountFramesMax == nil || *res.CountFramesMax < 1 {
 				t.Errorf("count_all_s %v, count_frames_max %v; want both set", res.CountAllSeconds, res.CountFramesMax)
+			}
+			if want := int64(cfg.Visitors); want > 0 && (res.Visitors == nil || *res.Visitors != want) {
+				t.Errorf("visitors %v; want %d", res.Visitors, want)
 			}
 			if res.DeliveriesPerSec <= 0 || res.MinRecipients != 20 {
 				t.Errorf("deliveries/s %v, min recipients %d; want > 0 and 20", res.DeliveriesPerSec, res.MinRecipients)

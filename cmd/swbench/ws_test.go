@@ -619,7 +619,7 @@ func TestDialRetriesReset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &bench{cfg: Config{DialRetries: 2, Payload: 128}.withDefaults(), dialers: []*wsDialer{d}}
+	b := &bench{cfg: Config{DialRetries: 2, Payload: 128}.withDefaults(), dialers: [][]*wsDialer{{d}}}
 	c, err := b.dial(context.Background(), 0)
 	if err != nil {
 		t.Fatalf("dial: %v", err)

@@ -26,6 +26,8 @@ var options = []option{
 	{"http-addr", "SWITCHBOARD_HTTP_ADDR", ":8080", "HTTP listener: /ws, /client.js, /healthz, /readyz, /metrics"},
 	{"grpc-addr", "SWITCHBOARD_GRPC_ADDR", "", "gRPC listener (default :9090 with a token, 127.0.0.1:9090 without)"},
 	{"api-token", "SWITCHBOARD_API_TOKEN", "", "bearer token every gRPC caller must present (health and reflection excepted)"},
+	{"token-secret", "SWITCHBOARD_TOKEN_SECRET", "", "secret of the HS256 identity tokens web servers give browsers (?token=); unset: every token is refused"},
+	{"require-token", "SWITCHBOARD_REQUIRE_TOKEN", "false", "refuse browsers without a valid identity token (401)"},
 	{"insecure", "SWITCHBOARD_INSECURE", "false", "allow a non-loopback gRPC address without a token"},
 	{"allowed-origins", "SWITCHBOARD_ALLOWED_ORIGINS", "", "comma list of browser origins allowed besides the same host; * allows any"},
 	{"keepalive", "SWITCHBOARD_KEEPALIVE", "20s", "longest a browser whose network vanished keeps counting"},
@@ -45,6 +47,7 @@ var options = []option{
 	{"nats-replicas", "SWITCHBOARD_NATS_REPLICAS", "1", "NATS servers that hold the cluster's log: 1, or 3 for a three-server NATS cluster"},
 	{"max-conns", "SWITCHBOARD_MAX_CONNS", "100000", "most browser connections; past it upgrades get 503 (0: no limit)"},
 	{"max-conns-per-ip", "SWITCHBOARD_MAX_CONNS_PER_IP", "1000", "most browser connections from one address; past it upgrades get 429 (0: no limit)"},
+	{"max-conns-per-visitor", "SWITCHBOARD_MAX_CONNS_PER_VISITOR", "100", "most browser connections of one visitor (token subject or anonymous id); past it upgrades get 429 (0: no limit)"},
 	{"trusted-proxies", "SWITCHBOARD_TRUSTED_PROXIES", "", "comma list of proxy CIDRs whose X-Forwarded-For names the client address"},
 	{"max-subscriptions", "SWITCHBOARD_MAX_SUBSCRIPTIONS", "64", "most channels one browser may subscribe to (1008 past it)"},
 	{"max-frame-bytes", "SWITCHBOARD_MAX_FRAME_BYTES", "4096", "largest frame a browser may send (1009 past it)"},
@@ -119,6 +122,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 		HTTPAddr:    get("http-addr"),
 		GRPCAddr:    get("grpc-addr"),
 		APIToken:    get("api-token"),
+		TokenSecret: get("token-secret"),
 		PrimaryAddr: get("primary-addr"),
 	}
 	var errs []error
@@ -131,6 +135,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	parse("insecure", func(s string) (err error) {
 		if cfg.Insecure, err = strconv.ParseBool(s); err != nil {
 			return errors.New("want true or false")
+		}
+		return nil
+	})
+	parse("require-token", func(s string) (err error) {
+		if cfg.RequireToken, err = strconv.ParseBool(s); err != nil {
+			return errors.New("want true or false")
+		}
+		if cfg.RequireToken && cfg.TokenSecret == "" {
+			return errors.New("needs --token-secret / SWITCHBOARD_TOKEN_SECRET: without it no token is valid")
 		}
 		return nil
 	})
@@ -183,6 +196,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 		return nil
 	})
 	parse("allowed-origins", parseOrigins(&cfg.AllowedOrigins))
+	if vals["token-secret"].s != "" && cfg.TokenSecret == "" {
+		o := optionByFlag("token-secret")
+		errs = append(errs, fmt.Errorf("invalid --%s / %s: only spaces; set a secret, or unset it to take no token", o.flag, o.env))
+	}
 	if vals["api-token"].s != "" && cfg.APIToken == "" {
 		o := optionByFlag("api-token")
 		errs = append(errs, fmt.Errorf("invalid --%s / %s: only spaces; set a token, or unset it to run without one", o.flag, o.env))

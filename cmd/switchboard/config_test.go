@@ -30,7 +30,7 @@ func defaults() server.Config {
 		Hub:             hub.Config{CountInterval: 100 * time.Millisecond, MaxSubscriptions: 64, HistorySize: 1000, HistoryTTL: 5 * time.Minute, MaxQueuedBytes: 256 << 20},
 		TLS:             server.TLSConfig{ReloadInterval: 5 * time.Second},
 		Limits: server.Limits{
-			MaxConns: 100000, MaxConnsPerIP: 1000, MaxFrameBytes: 4096,
+			MaxConns: 100000, MaxConnsPerIP: 1000, MaxConnsPerVisitor: 100, MaxFrameBytes: 4096,
 			FrameRate: 20, FrameBurst: 80, HandshakeTimeout: 5 * time.Second,
 			MaxHTTPConns: 10000, MaxHTTPConnsPerIP: 1000, MaxGRPCConns: 1000, MaxGRPCConnsPerIP: 100,
 			MaxGRPCStreams: 256, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 16384, SendBuffer: 65536,
@@ -64,11 +64,14 @@ func TestParseConfig(t *testing.T) {
 				"SWITCHBOARD_STANDBY_WAIT":     "3s",
 				"SWITCHBOARD_HISTORY_SIZE":     "0",
 				"SWITCHBOARD_HISTORY_TTL":      "1h",
+				"SWITCHBOARD_TOKEN_SECRET":     " shh ",
+				"SWITCHBOARD_REQUIRE_TOKEN":    "true",
 			},
 			want: func(c *server.Config) {
 				c.PrimaryAddr, c.HandBackSpread, c.StandbyWait = "primary:9090", 5*time.Second, 3*time.Second
 				c.Hub.HistorySize, c.Hub.HistoryTTL = -1, time.Hour
 				c.HTTPAddr, c.GRPCAddr, c.APIToken, c.Insecure = "127.0.0.1:1", "0.0.0.0:2", "s3cret", true
+				c.TokenSecret, c.RequireToken = "shh", true
 				c.AllowedOrigins = []string{"example.com", "*.example.org"}
 				c.KeepAlive, c.Hub.CountInterval, c.ShutdownTimeout, c.MaxDataBytes = 5*time.Second, 250*time.Millisecond, 3*time.Second, 1024
 			},
@@ -193,6 +196,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"history-size", "SWITCHBOARD_HISTORY_SIZE", "1000001"},
 		{"history-size", "SWITCHBOARD_HISTORY_SIZE", "lots"},
 		{"history-ttl", "SWITCHBOARD_HISTORY_TTL", "0"},
+		{"require-token", "SWITCHBOARD_REQUIRE_TOKEN", "yes"},
+		{"require-token", "SWITCHBOARD_REQUIRE_TOKEN", "true"}, // without a secret
+		{"max-conns-per-visitor", "SWITCHBOARD_MAX_CONNS_PER_VISITOR", "-1"},
 	}
 	for _, tt := range tests {
 		for _, from := range []string{"flag", "env"} {

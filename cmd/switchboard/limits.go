@@ -19,6 +19,7 @@ func parseLimits(cfg *server.Config, parse func(name string, fn func(string) err
 	l := &cfg.Limits
 	parse("max-conns", limitCount(&l.MaxConns))
 	parse("max-conns-per-ip", limitCount(&l.MaxConnsPerIP))
+	parse("max-conns-per-visitor", limitCount(&l.MaxConnsPerVisitor))
 	parse("trusted-proxies", func(s string) (err error) {
 		l.TrustedProxies, err = parsePrefixes(s)
 		return err

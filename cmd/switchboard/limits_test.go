@@ -22,16 +22,17 @@ func TestParseLimits(t *testing.T) {
 		{
 			name: "env",
 			env: map[string]string{
-				"SWITCHBOARD_MAX_CONNS":         "500",
-				"SWITCHBOARD_MAX_CONNS_PER_IP":  "0",
-				"SWITCHBOARD_TRUSTED_PROXIES":   "10.0.0.0/8, 192.168.1.7,,fd00::1/64",
-				"SWITCHBOARD_MAX_SUBSCRIPTIONS": "8",
-				"SWITCHBOARD_MAX_FRAME_BYTES":   "1024",
-				"SWITCHBOARD_FRAME_RATE":        "off",
-				"SWITCHBOARD_FRAME_BURST":       "5",
-				"SWITCHBOARD_EMIT_RATE":         "600/m",
-				"SWITCHBOARD_EMIT_BURST":        "20",
-				"SWITCHBOARD_HANDSHAKE_TIMEOUT": "2s",
+				"SWITCHBOARD_MAX_CONNS":             "500",
+				"SWITCHBOARD_MAX_CONNS_PER_IP":      "0",
+				"SWITCHBOARD_MAX_CONNS_PER_VISITOR": "0",
+				"SWITCHBOARD_TRUSTED_PROXIES":       "10.0.0.0/8, 192.168.1.7,,fd00::1/64",
+				"SWITCHBOARD_MAX_SUBSCRIPTIONS":     "8",
+				"SWITCHBOARD_MAX_FRAME_BYTES":       "1024",
+				"SWITCHBOARD_FRAME_RATE":            "off",
+				"SWITCHBOARD_FRAME_BURST":           "5",
+				"SWITCHBOARD_EMIT_RATE":             "600/m",
+				"SWITCHBOARD_EMIT_BURST":            "20",
+				"SWITCHBOARD_HANDSHAKE_TIMEOUT":     "2s",
 
 				"SWITCHBOARD_MAX_HTTP_CONNS":        "0",
 				"SWITCHBOARD_MAX_HTTP_CONNS_PER_IP": "50",
@@ -46,7 +47,7 @@ func TestParseLimits(t *testing.T) {
 			},
 			want: func(c *server.Config) {
 				c.Limits = server.Limits{
-					MaxConns: 500, MaxConnsPerIP: -1, MaxFrameBytes: 1024,
+					MaxConns: 500, MaxConnsPerIP: -1, MaxConnsPerVisitor: -1, MaxFrameBytes: 1024,
 					TrustedProxies: []netip.Prefix{
 						netip.MustParsePrefix("10.0.0.0/8"),
 						netip.MustParsePrefix("192.168.1.7/32"),
@@ -63,10 +64,11 @@ func TestParseLimits(t *testing.T) {
 		},
 		{
 			name: "flags",
-			args: []string{"--max-conns=0", "--frame-rate=5/s", "--emit-rate=100/s", "--max-conns-per-ip=3"},
+			args: []string{"--max-conns=0", "--frame-rate=5/s", "--emit-rate=100/s", "--max-conns-per-ip=3", "--max-conns-per-visitor=7"},
 			env:  map[string]string{"SWITCHBOARD_EMIT_RATE": "1/h"},
 			want: func(c *server.Config) {
 				c.Limits.MaxConns, c.Limits.MaxConnsPerIP, c.Limits.FrameRate, c.Limits.EmitRate = -1, 3, 5, 100
+				c.Limits.MaxConnsPerVisitor = 7
 			},
 		},
 	}

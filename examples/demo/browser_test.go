@@ -112,6 +112,20 @@ func TestDemoInBrowser(t *testing.T) {
 	for i, tab := range tabs {
 		waitJS(t, tab, fmt.Sprintf("page %d", i), countIs(3))
 	}
+	// One browser, three tabs on two web servers: one visitor, whose token
+	// both web servers mint from the same cookie.
+	for i, tab := range tabs {
+		waitJS(t, tab, fmt.Sprintf("page %d: one visitor", i), `document.querySelector('[data-testid=visitor-count]').textContent === "1"`)
+	}
+	other, _ := browsertest.Tab(t, browsertest.Browser(t), webs[1])
+	for i, tab := range append(tabs, other) {
+		waitJS(t, tab, fmt.Sprintf("page %d: a second browser is a second visitor", i), `document.querySelector('[data-testid=visitor-count]').textContent === "2"`)
+	}
+	waitJS(t, a, "4 tabs", countIs(4))
+	chromedp.Cancel(other)
+	for i, tab := range tabs {
+		waitJS(t, tab, fmt.Sprintf("page %d: the second browser gone", i), `document.querySelector('[data-testid=visitor-count]').textContent === "1"`+` && `+countIs(3))
+	}
 
 	closeC()
 	for i, tab := range tabs[:2] {

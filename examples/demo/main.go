@@ -7,6 +7,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,9 +57,15 @@ func main() {
 // run starts the node and the web servers, prints their URLs to out, and
 // serves until ctx ends.
 func run(ctx context.Context, cfg config, out io.Writer, log *slog.Logger) error {
+	// The web servers vouch for their browsers with identity tokens,
+	// signed with a secret they share with the node.
+	var secret [16]byte
+	rand.Read(secret[:])
+	tokenSecret := hex.EncodeToString(secret[:])
 	node, err := server.New(server.Config{
-		HTTPAddr: cfg.httpAddr,
-		GRPCAddr: cfg.grpcAddr,
+		HTTPAddr:    cfg.httpAddr,
+		GRPCAddr:    cfg.grpcAddr,
+		TokenSecret: tokenSecret,
 		// The pages come from the web servers, another origin than the node.
 		AllowedOrigins: []string{"127.0.0.1:*", "localhost:*", "[::1]:*"},
 		Logger:         log,
@@ -90,6 +98,7 @@ func run(ctx context.Context, cfg config, out io.Writer, log *slog.Logger) error
 				Name:        fmt.Sprintf("web-%d", i+1),
 				Switchboard: sb,
 				PublicURLs:  func() []string { return []string{publicURL} },
+				TokenSecret: tokenSecret,
 				Logger:      log,
 			}),
 			ReadHeaderTimeout: 10 * time.Second,

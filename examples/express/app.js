@@ -4,7 +4,8 @@
 // browsers connect to Switchboard and this server calls Switchboard's gRPC API.
 
 const express = require('express');
-const { connect, status } = require('switchboard-client');
+const crypto = require('node:crypto');
+const { connect, mintToken, status } = require('switchboard-client');
 const QUOTES = require('./quotes');
 
 const MAX_TEXT = 2000; // characters
@@ -84,7 +85,17 @@ function escapeAttr(s) {
   return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-function renderPage(urls) {
+// visitorOf returns the id the browser's cookie names, or a new one with
+// the cookie that names it from now on.
+function visitorOf(req, res) {
+  const m = /(?:^|;\s*)visitor=([0-9a-f]{24})(?:;|$)/.exec(req.headers.cookie || '');
+  if (m) return m[1];
+  const id = crypto.randomBytes(12).toString('hex');
+  res.cookie('visitor', id, { httpOnly: true, sameSite: 'lax', maxAge: 365 * 24 * 3600 * 1000 });
+  return id;
+}
+
+function renderPage(urls, token) {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -102,7 +113,8 @@ function renderPage(urls) {
 </style>
 </head>
 <body>
-<h1>Online now: <span data-testid="online-count" class="stale">…</span></h1>
+<h1>Online now: <span data-testid="visitor-count" class="stale">…</span> visitors,
+  <span data-testid="online-count" class="stale">…</span> tabs</h1>
 <p>Connection: <span data-testid="state">connecting</span></p>
 <form id="send">
   <input name="text" maxlength="${MAX_TEXT}" required placeholder="A message for every open page" autocomplete="off">
@@ -112,13 +124,14 @@ function renderPage(urls) {
 <p id="error" role="alert"></p>
 <ul id="messages"></ul>
 <template id="message"><li data-testid="message"></li></template>
-<script id="switchboard-config" type="application/json">${jsonForScript({ urls })}</script>
+<script id="switchboard-config" type="application/json">${jsonForScript(token ? { urls, token } : { urls })}</script>
 <script src="${escapeAttr(clientScriptURL(urls))}"></script>
 <script>
 (function () {
   "use strict";
   var config = JSON.parse(document.getElementById("switchboard-config").textContent);
   var countEl = document.querySelector("[data-testid=online-count]");
+  var visitorsEl = document.querySelector("[data-testid=visitor-count]");
   var stateEl = document.querySelector("[data-testid=state]");
   var list = document.getElementById("messages");
   var errorEl = document.getElementById("error");
@@ -132,13 +145,18 @@ function renderPage(urls) {
   if (typeof Switchboard === "undefined") {
     errorEl.textContent = "Could not load the Switchboard client from " + config.urls[0] + ".";
   } else {
-    var sb = Switchboard.connect(config.urls);
+    // Each browser is one visitor: this server vouches for it with an
+    // identity token, fetched again before every connect.
+    var sb = Switchboard.connect(config.urls, config.token ? { token: function () {
+      return fetch("/api/token").then(function (r) { return r.ok ? r.text() : Promise.reject(new Error("token: " + r.status)); });
+    } } : {});
     sb.onState(function (s) {
       stateEl.textContent = s;
       stateEl.className = s;
       countEl.classList.toggle("stale", s !== "open"); // a count from before the connection dropped
+      visitorsEl.classList.toggle("stale", s !== "open");
     });
-    sb.onCount(function (n) { countEl.textContent = n; });
+    sb.onCount(function (n, v) { countEl.textContent = n; visitorsEl.textContent = v; });
     sb.on("ShowMessage", function (data) { show(data && data.text); });
     sb.on("Quote", function (data, msg) {
       if (msg.channel === "quotes" && data) show("\\u201c" + data.text + "\\u201d \\u2014 " + data.author);
@@ -208,7 +226,7 @@ function createApp({ env = process.env } = {}) {
 
   app.get('/', (req, res) => {
     res.set('Cache-Control', 'no-store');
-    res.type('html').send(renderPage(publicURLs(env)));
+    res.type('html').send(renderPage(publicURLs(env), Boolean(env.SWITCHBOARD_TOKEN_SECRET)));
   });
 
   app.get('/config.json', (req, res) => {
@@ -236,6 +254,15 @@ function createApp({ env = process.env } = {}) {
   app.get('/api/online', async (req, res) => {
     const connections = await switchboard.count().catch((err) => { throw fromSwitchboard(err, target); });
     res.json({ connections });
+  });
+
+  // An identity token for the browser's visitor, signed with the secret
+  // the nodes verify (SWITCHBOARD_TOKEN_SECRET); a real site names its
+  // signed-in user instead of a cookie's id.
+  app.get('/api/token', (req, res) => {
+    if (!env.SWITCHBOARD_TOKEN_SECRET) throw httpError(404, 'this site gives no identity tokens: set SWITCHBOARD_TOKEN_SECRET');
+    res.set('Cache-Control', 'no-store');
+    res.type('text').send(mintToken(env.SWITCHBOARD_TOKEN_SECRET, `visitor-${visitorOf(req, res)}`, 300));
   });
 
   app.get('/healthz', (req, res) => {

@@ -44,6 +44,7 @@ func run(log *slog.Logger) error {
 			Switchboard: sb,
 			PublicURLs:  func() []string { return splitList(env("SWITCHBOARD_PUBLIC_URLS", "ws://localhost:8080/ws")) },
 			QuotesURL:   func() string { return os.Getenv("QUOTES_URL") },
+			TokenSecret: os.Getenv("SWITCHBOARD_TOKEN_SECRET"),
 			Logger:      log,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -42,6 +42,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	switchboardv1 "github.com/switchboard-rt/switchboard/gen/switchboard/v1"
+	"github.com/switchboard-rt/switchboard/pkg/identity"
 )
 
 // Client talks to one Switchboard target. Create it with Dial; all methods
@@ -278,6 +279,60 @@ func (c *Client) Count(ctx context.Context, channel string) (int64, error) {
 		return 0, fmt.Errorf("failed to count: %w", err)
 	}
 	return res.GetConnections(), nil
+}
+
+// Online is a count of browser connections and of the distinct visitors
+// behind them: three tabs of one visitor are three connections and one
+// visitor.
+type Online struct {
+	Connections int64
+	Visitors    int64
+}
+
+// Online returns the open browser connections and the distinct visitors
+// among them, or among channel's subscribers when it is not empty.
+func (c *Client) Online(ctx context.Context, channel string) (Online, error) {
+	res, err := c.api.GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{Channel: channel})
+	if err != nil {
+		return Online{}, fmt.Errorf("failed to count: %w", err)
+	}
+	return Online{Connections: res.GetConnections(), Visitors: res.GetVisitors()}, nil
+}
+
+// Visitor is one visitor online.
+type Visitor struct {
+	// ID is the subject of the visitor's identity token, or the anonymous
+	// id the browser chose (Anonymous).
+	ID        string
+	Anonymous bool
+	// Connections is the visitor's open connections (to the channel, when
+	// one was asked for).
+	Connections int64
+}
+
+// Presence returns one page of the visitors online (of channel, when it
+// is not empty), in the order of kind (anonymous first) and id: at most
+// pageSize (1 to 1,000; 0 means 100), starting after pageToken ("" for
+// the first page). next is the token of the next page, "" after the last.
+func (c *Client) Presence(ctx context.Context, channel string, pageSize int, pageToken string) (visitors []Visitor, next string, err error) {
+	res, err := c.api.GetPresence(ctx, &switchboardv1.GetPresenceRequest{Channel: channel, PageSize: int32(min(max(pageSize, -1), 1<<20)), PageToken: pageToken})
+	if err != nil {
+		return nil, "", fmt.Errorf("failed to list visitors: %w", err)
+	}
+	for _, v := range res.GetVisitors() {
+		visitors = append(visitors, Visitor{ID: v.GetId(), Anonymous: v.GetKind() == switchboardv1.Visitor_KIND_ANONYMOUS, Connections: v.GetConnections()})
+	}
+	return visitors, res.GetNextPageToken(), nil
+}
+
+// MintToken returns an identity token for the browser of sub, a signed-in
+// user: a JWT signed with HS256 and secret (the nodes'
+// SWITCHBOARD_TOKEN_SECRET), valid for ttl. The browser connects with it
+// (Switchboard.connect(urls, {token})) and counts as sub on every node;
+// sub is 1 to 128 bytes. Keep ttl short, minutes, and mint a new one
+// when the page asks.
+func MintToken(secret, sub string, ttl time.Duration) (string, error) {
+	return identity.Mint([]byte(secret), sub, ttl)
 }
 
 // toValue converts data to the protobuf form of a JSON value, by way of

@@ -38,15 +38,27 @@ const (
 // Close.
 func (c *Client) Watch(ctx context.Context, channel string, fn func(count int64)) error {
 	last := int64(-1)
+	return c.WatchOnline(ctx, channel, func(o Online) {
+		if o.Connections != last {
+			last = o.Connections
+			fn(o.Connections)
+		}
+	})
+}
+
+// WatchOnline is Watch for the connections and the distinct visitors: fn
+// gets both, once either changes.
+func (c *Client) WatchOnline(ctx context.Context, channel string, fn func(Online)) error {
+	last := Online{Connections: -1}
 	failures := 0 // failed attempts since the last value
-	report := func(n int64) {
+	report := func(o Online) {
 		if failures > 0 {
 			c.log.Info("count watch resumed", "channel", channel, "failed_attempts", failures)
 			failures = 0
 		}
-		if n != last {
-			last = n
-			fn(n)
+		if o != last {
+			last = o
+			fn(o)
 		}
 	}
 	for {
@@ -81,7 +93,7 @@ func (c *Client) Watch(ctx context.Context, channel string, fn func(count int64)
 }
 
 // watchOnce opens one stream and passes its values to fn until it breaks.
-func (c *Client) watchOnce(ctx context.Context, channel string, fn func(int64)) error {
+func (c *Client) watchOnce(ctx context.Context, channel string, fn func(Online)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.api.WatchCount(ctx, &switchboardv1.WatchCountRequest{Channel: channel})
@@ -93,7 +105,7 @@ func (c *Client) watchOnce(ctx context.Context, channel string, fn func(int64)) 
 		if err != nil {
 			return err // io.EOF when the server ends the stream cleanly: retried
 		}
-		fn(res.GetConnections())
+		fn(Online{Connections: res.GetConnections(), Visitors: res.GetVisitors()})
 	}
 }
 

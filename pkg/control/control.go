@@ -5,6 +5,7 @@ package control
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"math"
 	"unicode"
@@ -17,6 +18,7 @@ import (
 	"github.com/switchboard-rt/switchboard/internal/ratelimit"
 	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
+	"github.com/switchboard-rt/switchboard/pkg/identity"
 )
 
 // Limits on EmitMessage input.
@@ -122,7 +124,8 @@ func (s *Service) GetOnlineCount(_ context.Context, req *switchboardv1.GetOnline
 	if s.hub.Paused() {
 		return nil, hubError(hub.ErrPaused)
 	}
-	return &switchboardv1.GetOnlineCountResponse{Connections: s.hub.Count(req.GetChannel())}, nil
+	o := s.hub.Online(req.GetChannel())
+	return &switchboardv1.GetOnlineCountResponse{Connections: o.Connections, Visitors: o.Visitors}, nil
 }
 
 // WatchCount streams the count until the caller goes away or the server
@@ -132,13 +135,76 @@ func (s *Service) WatchCount(req *switchboardv1.WatchCountRequest, stream switch
 	if err := validateChannel(req.GetChannel()); err != nil {
 		return err
 	}
-	err := s.hub.Watch(stream.Context(), req.GetChannel(), func(n int64) error {
-		return stream.Send(&switchboardv1.WatchCountResponse{Connections: n})
+	err := s.hub.WatchOnline(stream.Context(), req.GetChannel(), func(o hub.Online) error {
+		return stream.Send(&switchboardv1.WatchCountResponse{Connections: o.Connections, Visitors: o.Visitors})
 	})
 	if ctxErr := stream.Context().Err(); ctxErr != nil {
 		return status.FromContextError(ctxErr).Err()
 	}
 	return hubError(err)
+}
+
+// Bounds of a GetPresence page.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// GetPresence returns one page of the visitors online, in the order of
+// their kind and id; the page token is the last visitor's key.
+func (s *Service) GetPresence(_ context.Context, req *switchboardv1.GetPresenceRequest) (*switchboardv1.GetPresenceResponse, error) {
+	if err := validateChannel(req.GetChannel()); err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size == 0:
+		size = DefaultPageSize
+	case size < 0 || size > MaxPageSize:
+		return nil, status.Errorf(codes.InvalidArgument, "page_size must be 1 to %d, or 0 for %d", MaxPageSize, DefaultPageSize)
+	}
+	after, err := decodePageToken(req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if s.hub.Paused() {
+		return nil, hubError(hub.ErrPaused)
+	}
+	page, more := s.hub.Presence(req.GetChannel(), after, size)
+	res := &switchboardv1.GetPresenceResponse{Visitors: make([]*switchboardv1.Visitor, 0, len(page))}
+	for _, v := range page {
+		kind, id := identity.Split(v.Visitor)
+		res.Visitors = append(res.Visitors, &switchboardv1.Visitor{Id: id, Kind: kindToProto(kind), Connections: v.Connections})
+	}
+	if more {
+		res.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(page[len(page)-1].Visitor))
+	}
+	return res, nil
+}
+
+// decodePageToken returns the visitor key a page token names.
+func decodePageToken(tok string) (string, error) {
+	if tok == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) > 2+identity.MaxSubjectLen {
+		return "", status.Error(codes.InvalidArgument, "invalid page_token: pass the next_page_token of the page before")
+	}
+	if kind, _ := identity.Split(string(b)); kind == identity.Unknown {
+		return "", status.Error(codes.InvalidArgument, "invalid page_token: pass the next_page_token of the page before")
+	}
+	return string(b), nil
+}
+
+func kindToProto(k identity.Kind) switchboardv1.Visitor_Kind {
+	switch k {
+	case identity.Token:
+		return switchboardv1.Visitor_KIND_TOKEN
+	case identity.Anonymous:
+		return switchboardv1.Visitor_KIND_ANONYMOUS
+	}
+	return switchboardv1.Visitor_KIND_UNSPECIFIED
 }
 
 func hubError(err error) error {

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+
+	"github.com/switchboard-rt/switchboard/pkg/identity"
 )
 
 // MaxEpochLen is the longest epoch a browser may name.
@@ -21,10 +23,18 @@ type Connect struct {
 	Resume bool
 	Epoch  string
 	Offset uint64
+	// HasToken says the browser sent an identity token, Token; verifying
+	// it is the edge's job.
+	HasToken bool
+	Token    string
+	// Visitor is the browser's anonymous id, if it sent one: 1 to
+	// identity.MaxVisitorIDLen of A-Z a-z 0-9 _ -.
+	Visitor string
 }
 
 // ParseConnect reads the query of an upgrade: "channel" (repeated, at
-// most maxChannels distinct ones), and "epoch" with "offset" to resume.
+// most maxChannels distinct ones), "epoch" with "offset" to resume, the
+// identity "token" and the anonymous "visitor" id, each at most once.
 // Other parameters are left to others. Any error wraps ErrInvalid and its
 // text is safe to show the browser.
 func ParseConnect(q url.Values, maxChannels int) (Connect, error) {
@@ -46,6 +56,22 @@ func ParseConnect(q url.Values, maxChannels int) (Connect, error) {
 			return Connect{}, err
 		}
 		c.Resume, c.Epoch, c.Offset = true, epochs[0], off
+	}
+	switch tokens, visitors := q["token"], q["visitor"]; {
+	case len(tokens) > 1:
+		return Connect{}, invalid(`"token" is given more than once`)
+	case len(visitors) > 1:
+		return Connect{}, invalid(`"visitor" is given more than once`)
+	default:
+		if len(tokens) == 1 {
+			c.HasToken, c.Token = true, tokens[0]
+		}
+		if len(visitors) == 1 {
+			if err := identity.ValidateVisitorID(visitors[0]); err != nil {
+				return Connect{}, invalid(err.Error())
+			}
+			c.Visitor = visitors[0]
+		}
 	}
 	for _, ch := range q["channel"] {
 		if err := ValidateChannel(ch); err != nil {

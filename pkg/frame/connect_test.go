@@ -18,7 +18,11 @@ func TestParseConnectAccepts(t *testing.T) {
 		want  frame.Connect
 	}{
 		{"", frame.Connect{}},
-		{"other=1&token=x", frame.Connect{}},
+		{"other=1", frame.Connect{}},
+		{"other=1&token=x", frame.Connect{HasToken: true, Token: "x"}},
+		{"token=", frame.Connect{HasToken: true}},
+		{"visitor=Ab-9_z&channel=q", frame.Connect{Channels: []string{"q"}, Visitor: "Ab-9_z"}},
+		{"visitor=" + strings.Repeat("v", 64) + "&token=t.u.v", frame.Connect{Visitor: strings.Repeat("v", 64), HasToken: true, Token: "t.u.v"}},
 		{"channel=quotes", frame.Connect{Channels: []string{"quotes"}}},
 		{"channel=b&channel=a&channel=b", frame.Connect{Channels: []string{"b", "a"}}},
 		{"channel=%E6%97%A5%2Fx", frame.Connect{Channels: []string{"日/x"}}},
@@ -61,6 +65,13 @@ func TestParseConnectRejects(t *testing.T) {
 		{"channel=" + strings.Repeat("x", frame.MaxChannelLen+1), "invalid channel parameter: channel name is too long"},
 		{"channel=a%FF", "invalid channel parameter"},
 		{"channel=a&channel=b&channel=c&channel=d", "too many channels: at most 3"},
+		{"token=a&token=b", `"token" is given more than once`},
+		{"visitor=a&visitor=a", `"visitor" is given more than once`},
+		{"visitor=", `"visitor" must be 1 to 64 characters`},
+		{"visitor=" + strings.Repeat("v", 65), `"visitor" must be 1 to 64 characters`},
+		{"visitor=a.b", `"visitor" may hold only letters, digits, '-' and '_'`},
+		{"visitor=a%20b", `"visitor" may hold only`},
+		{"visitor=%C3%A9", `"visitor" may hold only`},
 	} {
 		q, err := url.ParseQuery(tt.query)
 		if err != nil {
@@ -74,7 +85,8 @@ func TestParseConnectRejects(t *testing.T) {
 }
 
 func equalConnect(a, b frame.Connect) bool {
-	return slices.Equal(a.Channels, b.Channels) && a.Resume == b.Resume && a.Epoch == b.Epoch && a.Offset == b.Offset
+	return slices.Equal(a.Channels, b.Channels) && a.Resume == b.Resume && a.Epoch == b.Epoch && a.Offset == b.Offset &&
+		a.HasToken == b.HasToken && a.Token == b.Token && a.Visitor == b.Visitor
 }
 
 // FuzzParseConnect checks that any query either parses into a Connect that
@@ -108,6 +120,12 @@ func FuzzParseConnect(f *testing.F) {
 			t.Fatalf("ParseConnect(%q): got %+v; resume must follow the epoch parameter", raw, c)
 		}
 		back := url.Values{"channel": c.Channels}
+		if c.HasToken {
+			back.Set("token", c.Token)
+		}
+		if c.Visitor != "" {
+			back.Set("visitor", c.Visitor)
+		}
 		if c.Resume {
 			back.Set("epoch", c.Epoch)
 			back.Set("offset", strconv.FormatUint(c.Offset, 10))

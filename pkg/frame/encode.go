@@ -5,10 +5,13 @@ import (
 	"unicode/utf8"
 )
 
-// AppendCount appends a count frame: {"type":"count","connections":n}.
-func AppendCount(dst []byte, n int64) []byte {
+// AppendCount appends a count frame:
+// {"type":"count","connections":n,"visitors":v}.
+func AppendCount(dst []byte, n, v int64) []byte {
 	dst = append(dst, `{"type":"count","connections":`...)
 	dst = strconv.AppendInt(dst, n, 10)
+	dst = append(dst, `,"visitors":`...)
+	dst = strconv.AppendInt(dst, v, 10)
 	return append(dst, '}')
 }
 

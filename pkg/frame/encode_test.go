@@ -44,24 +44,26 @@ func TestAppendCount(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		n    int64
+		n, v int64
 	}{
-		{name: "zero", n: 0},
-		{name: "one", n: 1},
-		{name: "large", n: 1234567890123},
-		{name: "max", n: math.MaxInt64},
-		{name: "negative", n: -1},
+		{name: "zero", n: 0, v: 0},
+		{name: "one", n: 1, v: 1},
+		{name: "tabs", n: 3, v: 1},
+		{name: "large", n: 1234567890123, v: 123456789012},
+		{name: "max", n: math.MaxInt64, v: math.MaxInt64},
+		{name: "negative", n: -1, v: -2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			out := frame.AppendCount(nil, tt.n)
+			out := frame.AppendCount(nil, tt.n, tt.v)
 			checkWireSafe(t, out)
 			dec := json.NewDecoder(bytes.NewReader(out))
 			dec.DisallowUnknownFields()
 			var got struct {
 				Type        string `json:"type"`
 				Connections int64  `json:"connections"`
+				Visitors    int64  `json:"visitors"`
 			}
 			if err := dec.Decode(&got); err != nil {
 				t.Fatalf("decode %q: got %v; want nil", out, err)
@@ -72,6 +74,9 @@ func TestAppendCount(t *testing.T) {
 			if got.Connections != tt.n {
 				t.Errorf("connections: got %d; want %d", got.Connections, tt.n)
 			}
+			if got.Visitors != tt.v {
+				t.Errorf("visitors: got %d; want %d", got.Visitors, tt.v)
+			}
 		})
 	}
 }
@@ -79,8 +84,8 @@ func TestAppendCount(t *testing.T) {
 func TestAppendCountAppends(t *testing.T) {
 	t.Parallel()
 	prefix := []byte("prefix:")
-	out := frame.AppendCount(prefix, 7)
-	if want := `prefix:{"type":"count","connections":7}`; string(out) != want {
+	out := frame.AppendCount(prefix, 7, 2)
+	if want := `prefix:{"type":"count","connections":7,"visitors":2}`; string(out) != want {
 		t.Errorf("got %q; want %q", out, want)
 	}
 }
@@ -368,7 +373,7 @@ func BenchmarkAppendCount(b *testing.B) {
 	b.ReportAllocs()
 	buf := make([]byte, 0, 64)
 	for b.Loop() {
-		buf = frame.AppendCount(buf[:0], 123456)
+		buf = frame.AppendCount(buf[:0], 123456, 23456)
 	}
 	sink = buf
 }

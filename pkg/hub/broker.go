@@ -17,7 +17,7 @@ type Message struct {
 	Data []byte
 }
 
-// Counts is one node's connection counts.
+// Counts is one node's connection and visitor counts.
 type Counts struct {
 	// Node identifies the reporting node.
 	Node string
@@ -25,6 +25,15 @@ type Counts struct {
 	Total int64
 	// Channels holds the subscriber count of every non-empty channel.
 	Channels map[string]int64
+	// Solo holds, by channel ("" for all of the node's connections), the
+	// connections without a visitor key, each a visitor of its own; the
+	// channels without any are left out.
+	Solo map[string]int64
+	// Visitors are the node's visitors whose connections changed since
+	// the Counts before, as they are now; with VisitorsFull, every visitor
+	// of the node, replacing what it reported before.
+	Visitors     []VisitorCount
+	VisitorsFull bool
 }
 
 // Broker carries counts between the nodes of a cluster; messages travel
@@ -41,7 +50,8 @@ type Broker interface {
 // BrokerHandler receives what other nodes publish. The Hub implements it.
 type BrokerHandler interface {
 	// HandleCounts records another node's counts, which replace the ones
-	// it sent before; a Counts with no connection and no channel removes
-	// the node.
+	// it sent before, and applies its visitors (changes, or with
+	// VisitorsFull the whole set); a Counts with no connection, channel
+	// or visitor removes the node and its visitors.
 	HandleCounts(c Counts)
 }

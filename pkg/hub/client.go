@@ -16,15 +16,17 @@ var lastClientID atomic.Uint64
 // Subscribe and Unsubscribe as the browser asks, and Close once the
 // connection is gone.
 type Client struct {
-	h  *Hub
-	t  Transport
-	id uint64
+	h       *Hub
+	t       Transport
+	id      uint64
+	visitor string // the visitor's key; "": a visitor of its own
 
 	mu        sync.Mutex
 	queue     [][]byte // frames waiting for the writer
 	queued    int      // bytes in queue
 	count     []byte   // latest count frame not yet written, if any
 	lastCount int64    // count carried by the last frame queued
+	lastVis   int64    // visitors carried by the last frame queued
 	countVer  uint64   // version of the newest count offered, queued or not
 	// extraFrames and extraBytes raise the queue's bounds until the
 	// writer next takes it (see allowMore).
@@ -59,6 +61,12 @@ type Start struct {
 	// recipient of, before the live ones.
 	Resume bool
 	From   msglog.Position
+	// Visitor is the key of the person behind the connection, chosen by
+	// the transport: connections with the same key count as one visitor,
+	// here and on the other nodes. Keys of different kinds (a verified
+	// identity, a self-asserted id) must never be equal. Default: "", a
+	// visitor of its own.
+	Visitor string
 }
 
 // Register adds a connection whose frames are written through t; it is
@@ -88,6 +96,7 @@ func (h *Hub) Connect(t Transport, s Start) (*Client, error) {
 		h:         h,
 		t:         t,
 		id:        lastClientID.Add(1),
+		visitor:   s.Visitor,
 		lastCount: -1,
 		done:      make(chan struct{}),
 	}
@@ -129,14 +138,14 @@ func (h *Hub) Connect(t Transport, s Start) (*Client, error) {
 			h.stats.NotRecovered.Add(1)
 		}
 	}
-	t0 := h.addTotal(1)
+	t0 := h.joinTotal(c.visitor, 1)
 	c.mu.Lock()
-	c.queue = append(make([][]byte, 0, 2+len(replay)), frame.AppendWelcome(nil, pos.Epoch, pos.Offset, recovery), appendCount(t0.n))
+	c.queue = append(make([][]byte, 0, 2+len(replay)), frame.AppendWelcome(nil, pos.Epoch, pos.Offset, recovery), appendCount(t0))
 	c.queue = append(c.queue, replay...)
 	for _, f := range c.queue {
 		c.queued += len(f)
 	}
-	c.lastCount, c.countVer = t0.n, t0.version
+	c.lastCount, c.lastVis, c.countVer = t0.n, t0.visitors, t0.version
 	c.allowMore(len(c.queue), c.queued)
 	c.mu.Unlock()
 	h.emitMu.Unlock()
@@ -230,6 +239,13 @@ func (c *Client) join(channel string) (added bool, err error) {
 		c.h.stats.Channels.Add(1)
 	}
 	members[c] = struct{}{}
+	p := s.presence[channel]
+	if p == nil {
+		p = &presence{}
+		s.presence[channel] = p
+	}
+	p.add(c.visitor, 1)
+	c.h.trackLocal(channel, c.visitor)
 	s.mu.Unlock()
 	c.h.stats.Subscriptions.Add(1)
 	return true, nil
@@ -290,6 +306,13 @@ func (h *Hub) leaveChannel(c *Client, channel string) {
 			delete(s.channels, channel)
 			h.stats.Channels.Add(-1)
 		}
+		if p := s.presence[channel]; p != nil {
+			p.add(c.visitor, -1)
+			if p.empty() {
+				delete(s.presence, channel)
+			}
+		}
+		h.trackLocal(channel, c.visitor)
 	}
 	s.mu.Unlock()
 	h.localChanged(channel)
@@ -314,7 +337,7 @@ func (h *Hub) remove(c *Client) {
 	delete(s.clients, c)
 	h.local.Add(-1)
 	s.mu.Unlock()
-	h.addTotal(-1)
+	h.joinTotal(c.visitor, -1)
 	h.localChanged("")
 }
 
@@ -399,15 +422,15 @@ func (c *Client) setCount(t total, frame []byte) {
 		return
 	}
 	c.countVer = t.version
-	if t.n == c.lastCount {
+	if t.n == c.lastCount && t.visitors == c.lastVis {
 		c.mu.Unlock()
 		return
 	}
 	if frame == nil {
-		frame = appendCount(t.n)
+		frame = appendCount(t)
 	}
 	c.count = frame
-	c.lastCount = t.n
+	c.lastCount, c.lastVis = t.n, t.visitors
 	c.mu.Unlock()
 	c.signal()
 }

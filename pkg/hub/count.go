@@ -10,30 +10,18 @@ import (
 	"github.com/switchboard-rt/switchboard/pkg/frame"
 )
 
-// HandleCounts records another node's counts.
+// HandleCounts records another node's counts: its connections, its
+// channels' subscribers and its visitors, the changes since its report
+// before or, with VisitorsFull, all of them.
 func (h *Hub) HandleCounts(c Counts) {
 	if c.Node == h.cfg.Node {
 		return
 	}
 	h.remoteMu.Lock()
-	prev := h.remote[c.Node]
-	if c.Total == 0 && len(c.Channels) == 0 {
-		delete(h.remote, c.Node)
-	} else {
-		h.remote[c.Node] = c
-	}
+	changed := h.applyRemote(c)
 	h.remoteMu.Unlock()
-	if c.Total != prev.Total {
-		h.addTotal(c.Total - prev.Total)
-		h.countChanged("")
-	}
-	for ch := range prev.Channels {
+	for ch := range changed {
 		h.countChanged(ch)
-	}
-	for ch := range c.Channels {
-		if _, ok := prev.Channels[ch]; !ok {
-			h.countChanged(ch)
-		}
 	}
 }
 
@@ -48,22 +36,23 @@ func (h *Hub) Count(channel string) int64 {
 	n := int64(len(s.channels[channel]))
 	s.mu.RUnlock()
 	h.remoteMu.RLock()
-	for _, c := range h.remote {
-		n += c.Channels[channel]
+	for _, r := range h.remote {
+		n += r.counts.Channels[channel]
 	}
 	h.remoteMu.RUnlock()
 	return n
 }
 
-// total is the cluster's connection count with a version that grows with
-// every change, so that of two counts read concurrently the newer is known.
+// total is the cluster's connection and visitor counts with a version that
+// grows with every change, so that of two counts read concurrently the
+// newer is known.
 type total struct {
-	n       int64
-	version uint64
+	n        int64
+	visitors int64
+	version  uint64
 }
 
-// addTotal adds delta to the cluster's count and returns the result; with
-// delta 0 it only reads it.
+// addTotal reads the cluster's counts.
 func (h *Hub) addTotal(delta int64) total {
 	h.totalMu.Lock()
 	defer h.totalMu.Unlock()
@@ -74,6 +63,19 @@ func (h *Hub) addTotal(delta int64) total {
 	return h.total
 }
 
+// joinTotal adds delta connections of visitor to the cluster's counts and
+// returns the result.
+func (h *Hub) joinTotal(visitor string, delta int32) total {
+	h.totalMu.Lock()
+	defer h.totalMu.Unlock()
+	h.total.n += int64(delta)
+	h.everyone.add(visitor, delta)
+	h.setVisitorsLocked()
+	h.total.version++
+	h.trackLocal("", visitor)
+	return h.total
+}
+
 // Watch calls fn with the current count of channel ("" for everyone), then
 // again after every change until ctx ends, fn fails or the hub drains.
 // Changes that arrive while fn runs are coalesced: the next call carries
@@ -81,6 +83,20 @@ func (h *Hub) addTotal(delta int64) total {
 // It returns fn's error, ctx's error, ErrClosed, or ErrPaused when the hub
 // is or becomes paused.
 func (h *Hub) Watch(ctx context.Context, channel string, fn func(count int64) error) error {
+	last := int64(-1)
+	return h.WatchOnline(ctx, channel, func(o Online) error {
+		if o.Connections == last {
+			return nil
+		}
+		last = o.Connections
+		return fn(o.Connections)
+	})
+}
+
+// WatchOnline is Watch for the connections and the distinct visitors:
+// fn is called with both at once, and again after every change of
+// either.
+func (h *Hub) WatchOnline(ctx context.Context, channel string, fn func(Online) error) error {
 	w := &watcher{notify: make(chan struct{}, 1)}
 	h.watchMu.Lock()
 	if err := h.refuse(); err != nil {
@@ -104,13 +120,13 @@ func (h *Hub) Watch(ctx context.Context, channel string, fn func(count int64) er
 		h.watchMu.Unlock()
 	}()
 
-	last := int64(-1)
+	last := Online{Connections: -1}
 	for {
-		if n := h.Count(channel); n != last {
-			if err := fn(n); err != nil {
+		if o := h.Online(channel); o != last {
+			if err := fn(o); err != nil {
 				return err
 			}
-			last = n
+			last = o
 		}
 		select {
 		case <-w.notify:
@@ -258,7 +274,7 @@ func (h *Hub) countInterval() time.Duration {
 }
 
 func (h *Hub) broadcastCount(t total) {
-	buf := frame.AppendCount(nil, t.n)
+	buf := frame.AppendCount(nil, t.n, t.visitors)
 	for i := range h.clients {
 		s := &h.clients[i]
 		s.mu.RLock()
@@ -273,8 +289,11 @@ func (h *Hub) publishCounts() {
 	if _, alone := h.broker.(Local); alone && h.countSubsCount() == 0 {
 		return // nobody to tell
 	}
-	c := h.LocalCounts()
+	// Under countSubsMu, so that a new subscriber's whole set and the
+	// changes that follow it are in order.
 	h.countSubsMu.Lock()
+	c := h.LocalCounts()
+	c.Visitors = h.visitorChanges()
 	for _, fn := range h.countSubs {
 		fn(c)
 	}
@@ -292,10 +311,11 @@ func (h *Hub) countSubsCount() int {
 	return len(h.countSubs)
 }
 
-// LocalCounts returns this node's own counts: its connections and the
-// subscribers of each of its channels.
+// LocalCounts returns this node's own counts: its connections, the
+// subscribers of each of its channels and the connections without a
+// visitor key (Solo); not its visitors.
 func (h *Hub) LocalCounts() Counts {
-	c := Counts{Node: h.cfg.Node, Total: h.local.Load(), Channels: make(map[string]int64)}
+	c := Counts{Node: h.cfg.Node, Total: h.local.Load(), Channels: make(map[string]int64), Solo: h.localSolo()}
 	for i := range h.channels {
 		s := &h.channels[i]
 		s.mu.RLock()
@@ -312,8 +332,9 @@ func (h *Hub) LocalCounts() Counts {
 func (h *Hub) RemoteCounts() []Counts {
 	h.remoteMu.RLock()
 	out := make([]Counts, 0, len(h.remote))
-	for _, c := range h.remote {
-		c.Channels = maps.Clone(c.Channels)
+	for _, r := range h.remote {
+		c := r.counts
+		c.Channels, c.Solo = maps.Clone(c.Channels), maps.Clone(c.Solo)
 		out = append(out, c)
 	}
 	h.remoteMu.RUnlock()
@@ -321,19 +342,30 @@ func (h *Hub) RemoteCounts() []Counts {
 	return out
 }
 
-// OnLocalCounts calls fn with this node's counts at once and then each time
-// the count loop publishes them, until stop is called: for a peer that
-// adds them to its own (see HandleCounts). fn must not block.
+// OnLocalCounts calls fn with this node's counts at once, every visitor
+// included (VisitorsFull), and then each time the count loop publishes
+// them, with the visitors changed since, until stop is called: for a peer
+// that adds them to its own (see HandleCounts). fn must not block, nor
+// change the Counts' maps and slices, which other listeners share.
 func (h *Hub) OnLocalCounts(fn func(Counts)) (stop func()) {
 	h.countSubsMu.Lock()
 	h.lastSub++
 	id := h.lastSub
 	h.countSubs[id] = fn
-	fn(h.LocalCounts())
+	h.tracking.Store(true) // before the whole set is read: no change falls between
+	c := h.LocalCounts()
+	c.Visitors, c.VisitorsFull = h.localVisitors(), true
+	fn(c)
 	h.countSubsMu.Unlock()
 	return func() {
 		h.countSubsMu.Lock()
 		delete(h.countSubs, id)
+		if _, alone := h.broker.(Local); alone && len(h.countSubs) == 0 {
+			h.tracking.Store(false)
+			h.vdirtyMu.Lock()
+			clear(h.vdirty)
+			h.vdirtyMu.Unlock()
+		}
 		h.countSubsMu.Unlock()
 	}
 }

@@ -9,6 +9,11 @@
 // for the rest to be flushed. So a slow or dead browser never delays the
 // others, and no lock is held while writing to a socket.
 //
+// Counts are of connections and of the distinct visitors behind them: a
+// transport names each connection's visitor with an opaque key
+// (Start.Visitor), and the hub counts each key once however many
+// connections, here and on other nodes, hold it (see visitors.go).
+//
 // Every message gets an offset in the node's log (see package msglog) and is
 // committed in that order. Counts from other nodes arrive through a Broker,
 // whose default, Local, is a single node that needs nothing outside the

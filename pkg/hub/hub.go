@@ -141,6 +141,7 @@ type clientShard struct {
 type channelShard struct {
 	mu       sync.RWMutex
 	channels map[string]map[*Client]struct{}
+	presence map[string]*presence // each channel's visitors, here and on other nodes
 }
 
 // Hub holds the connections of one node. Create it with New; all methods are
@@ -155,8 +156,14 @@ type Hub struct {
 	channels [numShards]channelShard
 	local    atomic.Int64 // open connections on this node
 
-	totalMu sync.Mutex
-	total   total // open connections in the cluster, versioned
+	totalMu    sync.Mutex
+	total      total    // open connections and visitors in the cluster, versioned
+	everyone   presence // every connection's visitors, here and on other nodes
+	remoteSolo int64    // connections without a visitor key on other nodes
+
+	tracking atomic.Bool // someone takes this node's visitor changes
+	vdirtyMu sync.Mutex
+	vdirty   map[vkey]struct{} // visitors changed since the last publication
 
 	nextID   atomic.Uint64
 	idPrefix string
@@ -172,7 +179,7 @@ type Hub struct {
 	budget   budget // bytes held for clients behind, across the node
 
 	remoteMu sync.RWMutex
-	remote   map[string]Counts // other nodes' counts, by node
+	remote   map[string]*remoteNode // other nodes' counts and visitors, by node
 
 	countSubsMu sync.Mutex
 	countSubs   map[uint64]func(Counts) // see OnLocalCounts
@@ -212,7 +219,8 @@ func New(cfg Config) (*Hub, error) {
 		broker:      cfg.Broker,
 		seed:        maphash.MakeSeed(),
 		idPrefix:    cfg.Node + "-",
-		remote:      make(map[string]Counts),
+		remote:      make(map[string]*remoteNode),
+		vdirty:      make(map[vkey]struct{}),
 		countSubs:   make(map[uint64]func(Counts)),
 		watchers:    make(map[string]map[*watcher]struct{}),
 		countWake:   make(chan struct{}, 1),
@@ -228,6 +236,10 @@ func New(cfg Config) (*Hub, error) {
 	for i := range h.clients {
 		h.clients[i].clients = make(map[*Client]struct{})
 		h.channels[i].channels = make(map[string]map[*Client]struct{})
+		h.channels[i].presence = make(map[string]*presence)
+	}
+	if _, alone := h.broker.(Local); !alone {
+		h.tracking.Store(true)
 	}
 	if err := h.broker.Subscribe(h); err != nil {
 		return nil, err
@@ -497,4 +509,4 @@ func randomID() string {
 	return idEncoding.EncodeToString(b[:])
 }
 
-func appendCount(n int64) []byte { return frame.AppendCount(nil, n) }
+func appendCount(t total) []byte { return frame.AppendCount(nil, t.n, t.visitors) }

@@ -75,6 +75,7 @@ func register(t testing.TB, h *Hub) (*Client, *fakeTransport) {
 type wireFrame struct {
 	Type        string          `json:"type"`
 	Connections int64           `json:"connections"`
+	Visitors    int64           `json:"visitors"`
 	ID          string          `json:"id"`
 	Event       string          `json:"event"`
 	Channel     string          `json:"channel"`
@@ -238,6 +239,19 @@ func (f *fakeTransport) counts() []int64 {
 		}
 	}
 	return n
+}
+
+// lastOnline returns the connections and visitors of the last count frame
+// received, or -1s before any.
+func (f *fakeTransport) lastOnline() Online {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.frames) - 1; i >= 0; i-- {
+		if w := f.frames[i]; w.Type == "count" {
+			return Online{Connections: w.Connections, Visitors: w.Visitors}
+		}
+	}
+	return Online{-1, -1}
 }
 
 // lastCount returns the last count received, or -1 before any.

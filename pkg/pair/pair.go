@@ -15,7 +15,9 @@
 //
 // Both sides send their own counts whenever they change, and each adds the
 // other's to its own (hub.HandleCounts): during a hand-back the primary
-// counts the browsers still on the standby.
+// counts the browsers still on the standby. Visitors go as a whole set
+// when a session starts, then as changes, so each node counts a visitor
+// with tabs on both once.
 package pair
 
 import (
@@ -49,12 +51,65 @@ func entryFromProto(e *pairv1.Entry) msglog.Entry {
 	return msglog.Entry{Offset: e.GetOffset(), Channel: e.GetChannel(), ID: e.GetId(), Key: e.GetKey(), Frame: e.GetFrame(), Time: time.Unix(0, e.GetTimeUnixNano())}
 }
 
-func countsToProto(c hub.Counts) *pairv1.Counts {
-	return &pairv1.Counts{Total: c.Total, Channels: c.Channels}
+// countsVisitors bounds the visitors of one Counts message: each takes at
+// most about 270 bytes (a channel and a key of up to 130 bytes), so a
+// message always fits the nodes' request size.
+const countsVisitors = 1000
+
+// countsToProto returns c as one Counts message, or several when it holds
+// more than countsVisitors visitors: the first one carries the counts and
+// VisitorsFull, the others the rest of the visitors as changes, which
+// add up to the same.
+func countsToProto(c hub.Counts) []*pairv1.Counts {
+	var out []*pairv1.Counts
+	vs := c.Visitors
+	for first := true; first || len(vs) > 0; first = false {
+		n := min(len(vs), countsVisitors)
+		m := &pairv1.Counts{Total: c.Total, Channels: c.Channels, Solo: c.Solo, VisitorsFull: first && c.VisitorsFull}
+		for _, v := range vs[:n] {
+			m.Visitors = append(m.Visitors, &pairv1.VisitorCount{Channel: v.Channel, Visitor: v.Visitor, Conns: v.Conns})
+		}
+		vs = vs[n:]
+		out = append(out, m)
+	}
+	return out
 }
 
 func countsFromProto(node string, c *pairv1.Counts) hub.Counts {
-	return hub.Counts{Node: node, Total: c.GetTotal(), Channels: c.GetChannels()}
+	out := hub.Counts{Node: node, Total: c.GetTotal(), Channels: c.GetChannels(), Solo: c.GetSolo(), VisitorsFull: c.GetVisitorsFull()}
+	for _, v := range c.GetVisitors() {
+		out.Visitors = append(out.Visitors, hub.VisitorCount{Channel: v.GetChannel(), Visitor: v.GetVisitor(), Conns: v.GetConns()})
+	}
+	return out
+}
+
+// mergeCounts returns the counts a peer must get to stand where it would
+// after pending and then next: next's counts, and the visitors of both,
+// next's winning, as a whole set when either was one.
+func mergeCounts(pending *hub.Counts, next hub.Counts) hub.Counts {
+	if pending == nil || next.VisitorsFull {
+		return next
+	}
+	type key struct{ channel, visitor string }
+	conns := make(map[key]int32, len(pending.Visitors)+len(next.Visitors))
+	var order []key
+	for _, vs := range [][]hub.VisitorCount{pending.Visitors, next.Visitors} {
+		for _, v := range vs {
+			k := key{v.Channel, v.Visitor}
+			if _, ok := conns[k]; !ok {
+				order = append(order, k)
+			}
+			conns[k] = v.Conns
+		}
+	}
+	next.VisitorsFull = pending.VisitorsFull
+	next.Visitors = make([]hub.VisitorCount, 0, len(order))
+	for _, k := range order {
+		if n := conns[k]; n > 0 || !next.VisitorsFull {
+			next.Visitors = append(next.Visitors, hub.VisitorCount{Channel: k.channel, Visitor: k.visitor, Conns: n})
+		}
+	}
+	return next
 }
 
 // chunks splits a snapshot into the log chunks of a copy.

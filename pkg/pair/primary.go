@@ -281,7 +281,7 @@ func (ps *primarySession) sendLoop(ctx context.Context, recvErr <-chan error) er
 			}
 		}
 		if counts != nil {
-			if err := ps.stream.Send(&pairv1.FollowResponse{Msg: &pairv1.FollowResponse_Counts{Counts: countsToProto(*counts)}}); err != nil {
+			if err := ps.sendCounts(*counts); err != nil {
 				return err
 			}
 		}
@@ -324,6 +324,7 @@ func (f *follower) Stop(err error) {
 
 func (f *follower) setCounts(c hub.Counts) {
 	f.mu.Lock()
+	c = mergeCounts(f.counts, c)
 	f.counts = &c
 	f.mu.Unlock()
 	f.signal()
@@ -343,4 +344,15 @@ func (f *follower) take() ([]msglog.Entry, *hub.Counts) {
 	e, c := f.entries, f.counts
 	f.entries, f.counts = nil, nil
 	return e, c
+}
+
+// sendCounts sends this node's counts to the standby, in as many
+// messages as its visitors need.
+func (ps *primarySession) sendCounts(c hub.Counts) error {
+	for _, m := range countsToProto(c) {
+		if err := ps.stream.Send(&pairv1.FollowResponse{Msg: &pairv1.FollowResponse_Counts{Counts: m}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -275,7 +275,7 @@ type outbox struct {
 	mu     sync.Mutex
 	acked  uint64 // newest offset held
 	sent   uint64 // newest offset acknowledged
-	counts *pairv1.Counts
+	counts *hub.Counts
 	wake   chan struct{}
 }
 
@@ -290,7 +290,8 @@ func (o *outbox) ack(offset uint64) {
 
 func (o *outbox) setCounts(c hub.Counts) {
 	o.mu.Lock()
-	o.counts = countsToProto(c)
+	c = mergeCounts(o.counts, c)
+	o.counts = &c
 	o.mu.Unlock()
 	o.signal()
 }
@@ -321,8 +322,10 @@ func (o *outbox) run(ctx context.Context, stream pairv1.PairService_FollowClient
 			}
 		}
 		if counts != nil {
-			if err := stream.Send(&pairv1.FollowRequest{Msg: &pairv1.FollowRequest_Counts{Counts: counts}}); err != nil {
-				return err
+			for _, m := range countsToProto(*counts) {
+				if err := stream.Send(&pairv1.FollowRequest{Msg: &pairv1.FollowRequest_Counts{Counts: m}}); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -103,8 +103,8 @@ func TestProbes(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), "\nswitchboard_connections 1\n") {
-		t.Errorf("/metrics: got %s; want switchboard_connections 1", body)
+	if !strings.Contains(string(body), "\nswitchboard_connections 1\n") || !strings.Contains(string(body), "\nswitchboard_visitors 1\n") {
+		t.Errorf("/metrics: got %s; want switchboard_connections 1 and switchboard_visitors 1", body)
 	}
 	resp, err = n.hc.Get(n.http + "/client.js")
 	if err != nil {

@@ -27,6 +27,10 @@ type Limits struct {
 	// address (an IPv6 one by its /64); past it, upgrades get 429. Default: 1,000; negative: no
 	// limit. Browsers behind one NAT share an address.
 	MaxConnsPerIP int
+	// MaxConnsPerVisitor bounds the browser connections of one visitor
+	// (an identity token's subject, or an anonymous id) on the node; past
+	// it, upgrades get 429. Default: 100; negative: no limit.
+	MaxConnsPerVisitor int
 	// TrustedProxies are the networks of the reverse proxies in front of
 	// the node, whose X-Forwarded-For is believed when counting
 	// connections per address. Default: none, X-Forwarded-For is ignored.
@@ -201,6 +205,7 @@ func (s *Server) guard() *grpcGuard {
 func (s *Server) edgeLimits(cfg wsedge.Config) wsedge.Config {
 	l := s.cfg.Limits
 	cfg.MaxConns, cfg.MaxConnsPerIP, cfg.TrustedProxies = l.MaxConns, l.MaxConnsPerIP, l.TrustedProxies
+	cfg.MaxConnsPerVisitor = l.MaxConnsPerVisitor
 	cfg.ReadLimit, cfg.FrameRate, cfg.FrameBurst = l.MaxFrameBytes, l.FrameRate, l.FrameBurst
 	cfg.SendBuffer = l.SendBuffer
 	cfg.OnReject = s.countRejection

@@ -49,6 +49,8 @@ func (s *Server) initMetrics() {
 	reg.MustRegister(
 		gauge("switchboard_connections", "Open browser connections in the cluster.",
 			func() float64 { return float64(s.hub.Count("")) }),
+		gauge("switchboard_visitors", "Distinct visitors among the open browser connections in the cluster.",
+			func() float64 { return float64(s.hub.Visitors("")) }),
 		gauge("switchboard_local_connections", "Open browser connections on this node.",
 			func() float64 { return float64(s.hub.LocalCount()) }),
 		gauge("switchboard_subscriptions", "Channel subscriptions held by this node's browsers.", load(&st.Subscriptions)),

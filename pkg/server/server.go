@@ -28,6 +28,7 @@ import (
 	"github.com/switchboard-rt/switchboard/pkg/cluster"
 	"github.com/switchboard-rt/switchboard/pkg/control"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
+	"github.com/switchboard-rt/switchboard/pkg/identity"
 	"github.com/switchboard-rt/switchboard/pkg/metrics"
 	"github.com/switchboard-rt/switchboard/pkg/pair"
 	"github.com/switchboard-rt/switchboard/pkg/wsedge"
@@ -46,6 +47,15 @@ type Config struct {
 	// APIToken, when set, must be presented by every gRPC caller as
 	// "authorization: Bearer <token>"; health and reflection stay open.
 	APIToken string
+	// TokenSecret is the secret the site's web servers sign browsers'
+	// identity tokens with (HS256); a browser that connects with a valid
+	// one (GET /ws?token=) counts as the token's subject. Default: unset,
+	// every token is refused (401). Whoever knows it can sign in as anyone.
+	TokenSecret string
+	// RequireToken refuses browsers without a valid identity token (401).
+	// Default: false: anonymous browsers count by their ?visitor= id, or
+	// each connection as a visitor of its own. It needs TokenSecret.
+	RequireToken bool
 	// Insecure allows a GRPCAddr other than loopback without an APIToken,
 	// letting anyone who reaches the port emit to every browser.
 	Insecure bool
@@ -286,6 +296,8 @@ func New(cfg Config) (_ *Server, err error) {
 		Logger:         s.log,
 		AllowedOrigins: cfg.AllowedOrigins,
 		KeepAlive:      cfg.KeepAlive,
+		Identity:       identity.NewVerifier([]byte(cfg.TokenSecret)),
+		RequireToken:   cfg.RequireToken,
 	}))
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
 		switch s.state.Load() {

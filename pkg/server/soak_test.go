@@ -400,7 +400,7 @@ func (s *soak) run(c *soakClient) {
 }
 
 var (
-	soakWelcomePrefix = []byte(`{"type":"welcome","epoch":"`)
+	soakWelcomePrefix = []byte(`{"type":"welcome",`)
 	soakCountPrefix   = []byte(`{"type":"count","connections":`)
 	soakMessagePrefix = []byte(`{"type":"message","id":"s`)
 )
@@ -414,10 +414,10 @@ func (s *soak) read(c *soakClient, typ websocket.MessageType, p []byte) {
 		return
 	}
 	if bytes.HasPrefix(p, soakWelcomePrefix) {
-		return
+		return // the first frame, before any count or message
 	}
 	if rest, ok := bytes.CutPrefix(p, soakCountPrefix); ok {
-		n, ok := leadingInt(rest, '}')
+		n, ok := leadingInt(rest, ',')
 		if !ok {
 			s.fault(faultFrame, "%s", p)
 			return

@@ -47,7 +47,7 @@ func TestCountFrameAfterUpgrade(t *testing.T) {
 		if w := frames[0]; w.Type != "welcome" || w.Epoch == "" || w.Offset != 0 || w.Recovered != nil {
 			t.Errorf("browser %d: first frame: got %s; want a welcome at offset 0", i, w.raw)
 		}
-		if got := string(frames[1].raw); got != fmt.Sprintf(`{"type":"count","connections":%d}`, want) {
+		if got := string(frames[1].raw); got != fmt.Sprintf(`{"type":"count","connections":%d,"visitors":%[1]d}`, want) {
 			t.Errorf("browser %d: second frame: got %s; want a count of %d", i, got, want)
 		}
 		b.read()

@@ -137,7 +137,11 @@ func TestClosingConnectionLeavesAtOnce(t *testing.T) {
 			return nil
 		}, code: 1008, reason: "too many subscriptions"},
 		{name: "rate limit", cfg: Config{FrameRate: 1, FrameBurst: 2}, misbehave: func(p *rawPeer) error {
-			for range 3 {
+			// The subscribe took one of the burst's two frames: the
+			// second of these trips the limit, and nothing follows it
+			// (a write after the node closed could reset the connection
+			// and wipe the close frame).
+			for range 2 {
 				if err := p.send(wsframe.OpText, `{"type":"unsubscribe","channel":"x"}`); err != nil {
 					return err
 				}

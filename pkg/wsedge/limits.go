@@ -18,6 +18,13 @@ const (
 	// LimitConnectionsPerIP: the client's address holds
 	// Config.MaxConnsPerIP connections; the upgrade gets 429.
 	LimitConnectionsPerIP = "connections_per_ip"
+	// LimitConnectionsPerVisitor: the visitor (the token's subject, or
+	// the anonymous id) holds Config.MaxConnsPerVisitor connections on
+	// this node; the upgrade gets 429.
+	LimitConnectionsPerVisitor = "connections_per_visitor"
+	// LimitIdentityToken: a bad, expired or missing identity token; the
+	// upgrade gets 401.
+	LimitIdentityToken = "identity_token"
 	// LimitFrameRate: the browser sent frames faster than Config.FrameRate
 	// allows; closed with 1008.
 	LimitFrameRate = "frame_rate"
@@ -30,11 +37,11 @@ const (
 	// an invalid channel; closed with 1008.
 	LimitInvalidFrame = "invalid_frame"
 	// LimitInvalidParameter: a bad query parameter on the upgrade (channel,
-	// epoch, offset); the upgrade gets 400.
+	// epoch, offset, visitor); the upgrade gets 400.
 	LimitInvalidParameter = "invalid_parameter"
 )
 
-var limitNames = [...]string{LimitConnections, LimitConnectionsPerIP, LimitFrameRate, LimitFrameSize, LimitSubscriptions, LimitInvalidFrame, LimitInvalidParameter}
+var limitNames = [...]string{LimitConnections, LimitConnectionsPerIP, LimitConnectionsPerVisitor, LimitIdentityToken, LimitFrameRate, LimitFrameSize, LimitSubscriptions, LimitInvalidFrame, LimitInvalidParameter}
 
 // rejections counts refusals by limit.
 type rejections struct {
@@ -69,43 +76,44 @@ func (h *Handler) reject(limit string) {
 	}
 }
 
-// perIP counts the connections of each client address. An IPv6 client
-// counts by its /64, the smallest network a host is usually given, so
-// that one host cannot take a fresh address for each connection.
-type perIP struct {
+// perKey counts the connections of each key: a client address (by
+// ipKey), or a visitor.
+type perKey[K comparable] struct {
 	max int // <= 0: no limit
 	mu  sync.Mutex
-	n   map[netip.Addr]int
+	n   map[K]int
 }
 
-// acquire takes a slot for ip; it reports false when ip holds max already.
-func (p *perIP) acquire(ip netip.Addr) bool {
+func newPerKey[K comparable](max int) perKey[K] { return perKey[K]{max: max, n: make(map[K]int)} }
+
+// acquire takes a slot for k; it reports false when k holds max already.
+func (p *perKey[K]) acquire(k K) bool {
 	if p.max <= 0 {
 		return true
 	}
-	ip = ipKey(ip)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.n[ip] >= p.max {
+	if p.n[k] >= p.max {
 		return false
 	}
-	p.n[ip]++
+	p.n[k]++
 	return true
 }
 
-func (p *perIP) release(ip netip.Addr) {
+func (p *perKey[K]) release(k K) {
 	if p.max <= 0 {
 		return
 	}
-	ip = ipKey(ip)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.n[ip]--; p.n[ip] <= 0 {
-		delete(p.n, ip)
+	if p.n[k]--; p.n[k] <= 0 {
+		delete(p.n, k)
 	}
 }
 
-// ipKey is what ip counts as: itself, or its /64 for IPv6.
+// ipKey is what ip counts as: itself, or its /64 for IPv6, the smallest
+// network a host is usually given, so that one host cannot take a fresh
+// address for each connection.
 func ipKey(ip netip.Addr) netip.Addr {
 	if ip.Is6() {
 		if p, err := ip.Prefix(64); err == nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/switchboard-rt/switchboard/internal/lograte"
 	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
+	"github.com/switchboard-rt/switchboard/pkg/identity"
 	"github.com/switchboard-rt/switchboard/pkg/msglog"
 )
 
@@ -58,6 +59,18 @@ type Config struct {
 	// negative: no limit. Browsers behind one NAT share an address, so
 	// too small a limit turns away an office or a mobile carrier.
 	MaxConnsPerIP int
+	// MaxConnsPerVisitor bounds the connections of one visitor (the
+	// subject of an identity token, or an anonymous id) on this node; past
+	// it, upgrades get 429. Default: 100; negative: no limit. Anonymous
+	// ids are the browser's word: the limit keeps one id from costing
+	// others, not anyone from taking many ids.
+	MaxConnsPerVisitor int
+	// Identity verifies the identity tokens browsers send as ?token=.
+	// Default: none, every token is refused with 401.
+	Identity *identity.Verifier
+	// RequireToken refuses, with 401, upgrades without a valid identity
+	// token. Default: false, anonymous browsers are welcome.
+	RequireToken bool
 	// TrustedProxies lists the networks of the reverse proxies in front of
 	// the edge. Only a request whose direct peer is in one of them is
 	// counted by the rightmost address in X-Forwarded-For that is not;
@@ -95,7 +108,10 @@ type Handler struct {
 
 	maxConns   int64
 	conns      atomic.Int64 // connections served, upgrades in progress included
-	perIP      perIP
+	perIP      perKey[netip.Addr]
+	perVisitor perKey[string]
+	identity   *identity.Verifier
+	requireTok bool
 	trusted    []netip.Prefix
 	frameRate  float64 // <= 0: no limit
 	frameBurst int
@@ -124,7 +140,10 @@ func New(cfg Config) *Handler {
 		open:  make(map[uint64]*conn),
 
 		maxConns:   int64(cfg.MaxConns),
-		perIP:      perIP{max: cfg.MaxConnsPerIP, n: make(map[netip.Addr]int)},
+		perIP:      newPerKey[netip.Addr](cfg.MaxConnsPerIP),
+		perVisitor: newPerKey[string](cfg.MaxConnsPerVisitor),
+		identity:   cfg.Identity,
+		requireTok: cfg.RequireToken,
 		trusted:    cfg.TrustedProxies,
 		frameRate:  cfg.FrameRate,
 		frameBurst: cfg.FrameBurst,
@@ -139,6 +158,9 @@ func New(cfg Config) *Handler {
 	}
 	if h.perIP.max == 0 {
 		h.perIP.max = 1_000
+	}
+	if h.perVisitor.max == 0 {
+		h.perVisitor.max = 100
 	}
 	if h.frameRate == 0 {
 		h.frameRate = 20
@@ -193,9 +215,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "draining: connect to another node", http.StatusServiceUnavailable)
 		return
 	}
-	// A bad parameter is refused before anything is held or counted.
-	start, err := startOf(r, h.hub.MaxSubscriptions())
-	if err != nil {
+	// A bad parameter or token is refused before anything is held or
+	// counted.
+	start, err := h.startOf(r)
+	var refused *refusal
+	switch {
+	case errors.As(err, &refused):
+		h.reject(LimitIdentityToken)
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	case err != nil:
 		h.reject(LimitInvalidParameter)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -209,7 +239,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many connections: connect to another node or retry later", http.StatusServiceUnavailable)
 		return
 	}
-	ip := clientIP(r, h.trusted)
+	ip := ipKey(clientIP(r, h.trusted))
 	if !h.perIP.acquire(ip) {
 		h.conns.Add(-1)
 		h.reject(LimitConnectionsPerIP)
@@ -217,7 +247,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
 		return
 	}
+	if start.Visitor != "" && !h.perVisitor.acquire(start.Visitor) {
+		h.perIP.release(ip)
+		h.conns.Add(-1)
+		h.reject(LimitConnectionsPerVisitor)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many connections for this visitor", http.StatusTooManyRequests)
+		return
+	}
 	release := func() {
+		if start.Visitor != "" {
+			h.perVisitor.release(start.Visitor)
+		}
 		h.perIP.release(ip)
 		h.conns.Add(-1)
 	}
@@ -254,18 +295,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // startOf reads what the upgrade asks for (see frame.ParseConnect): the
-// channels to join and the position to resume from.
-func startOf(r *http.Request, maxChannels int) (hub.Start, error) {
+// channels to join, the position to resume from and who the browser is:
+// the subject of its identity token, else its anonymous id, else nobody
+// but the connection itself. A token the edge refuses, or none when one
+// is required, is a *refusal.
+func (h *Handler) startOf(r *http.Request) (hub.Start, error) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return hub.Start{}, errors.New("invalid query string")
 	}
-	c, err := frame.ParseConnect(q, maxChannels)
+	c, err := frame.ParseConnect(q, h.hub.MaxSubscriptions())
 	if err != nil {
 		return hub.Start{}, err
 	}
-	return hub.Start{Channels: c.Channels, Resume: c.Resume, From: msglog.Position{Epoch: c.Epoch, Offset: c.Offset}}, nil
+	s := hub.Start{Channels: c.Channels, Resume: c.Resume, From: msglog.Position{Epoch: c.Epoch, Offset: c.Offset}}
+	switch {
+	case c.HasToken:
+		sub, err := h.identity.Verify(c.Token)
+		if err != nil {
+			return hub.Start{}, &refusal{err.Error()}
+		}
+		s.Visitor = identity.TokenKey(sub)
+	case h.requireTok:
+		return hub.Start{}, &refusal{"an identity token is required: connect with ?token="}
+	case c.Visitor != "":
+		s.Visitor = identity.AnonymousKey(c.Visitor)
+	}
+	return s, nil
 }
+
+// refusal is why an upgrade's identity is refused (401).
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string { return r.reason }
 
 // track records an upgraded connection, so that Close can end it and the
 // poller can find it. It reports false once Close has been called.

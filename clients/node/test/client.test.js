@@ -13,7 +13,7 @@ const { promisify } = require('node:util');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
-const { connect, status, SwitchboardError, PROTO_PATH } = require('..');
+const { connect, mintToken, status, SwitchboardError, PROTO_PATH } = require('..');
 const h = require('./helpers');
 
 // certificates makes a CA, a certificate for 127.0.0.1 and localhost that
@@ -65,6 +65,28 @@ describe('switchboard-client against a real node', () => {
     h.cleanups.push(async () => sb.close());
   });
   after(h.cleanup);
+
+  it('mints tokens a node with the same secret takes, and one with another refuses', async () => {
+    const node = await h.startSwitchboard({ SWITCHBOARD_TOKEN_SECRET: 'site-secret', SWITCHBOARD_REQUIRE_TOKEN: 'true' });
+    const sb = connect(node.grpc);
+    h.cleanups.push(async () => sb.close());
+    const tok = mintToken('site-secret', 'user-1', 60);
+    assert.equal(await upgrade(`http://${node.http}/ws?token=${tok}`), 101);
+    assert.equal(await upgrade(`http://${node.http}/ws?token=${mintToken('another', 'user-1', 60)}`), 401);
+    assert.equal(await upgrade(`http://${node.http}/ws?visitor=user-1`), 401, 'tokens are required');
+    await h.eventually('the node to count the one with a token', async () => (await sb.count()) === 1);
+  });
+
+  it('refuses what no node could take', () => {
+    assert.throws(() => mintToken('', 'u'), TypeError);
+    assert.throws(() => mintToken('s', ''), TypeError);
+    assert.throws(() => mintToken('s', 'x'.repeat(129)), TypeError);
+    assert.throws(() => mintToken('s', 'u', 0), TypeError);
+    const [head, body] = mintToken('s', 'u', 60).split('.').slice(0, 2).map((p) => JSON.parse(Buffer.from(p, 'base64url')));
+    assert.deepEqual(head, { alg: 'HS256', typ: 'JWT' });
+    assert.equal(body.sub, 'u');
+    assert.ok(body.exp - body.iat === 60);
+  });
 
   it('emits to every browser and counts them', async () => {
     const a = await h.Browser.open(node.http);
@@ -313,3 +335,22 @@ describe('switchboard-client against a real node', () => {
     assert.throws(() => sb.watch('', null), TypeError);
   });
 });
+
+// upgrade opens a WebSocket upgrade to url by hand and resolves to the
+// HTTP status: 101 when the node took it (the socket then stays open
+// until the test ends).
+function upgrade(url) {
+  const http = require('node:http');
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers: {
+      Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13',
+      'Sec-WebSocket-Key': require('node:crypto').randomBytes(16).toString('base64'),
+    } });
+    req.on('upgrade', (res, socket) => {
+      h.cleanups.push(async () => socket.destroy());
+      resolve(res.statusCode);
+    });
+    req.on('response', (res) => { res.resume(); resolve(res.statusCode); });
+    req.on('error', reject);
+  });
+}

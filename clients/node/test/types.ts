@@ -1,6 +1,6 @@
 // Compiled by package.test.js with tsc --strict: what a TypeScript web
 // server writes must type-check, and misuse must not.
-import { connect, status, SwitchboardError, Client, EmitResult, Watch } from '..';
+import { connect, mintToken, status, SwitchboardError, Client, EmitResult, Watch } from '..';
 
 async function main(): Promise<void> {
   const sb: Client = connect('switchboard:9090', { token: process.env.SWITCHBOARD_API_TOKEN, deadlineMs: 2000 });
@@ -26,6 +26,10 @@ async function main(): Promise<void> {
   const o: string = res.offset;
   // @ts-expect-error: watch takes a callback
   sb.watch('');
+  const token: string = mintToken('secret', 'user-1', 300) + mintToken(Buffer.from('secret'), 'user-2');
+  // @ts-expect-error: the ttl is in seconds, a number
+  mintToken('secret', 'user-1', '5m');
+  void token;
   // @ts-expect-error: tls is true or options
   connect('x:1', { tls: 'yes' });
   void s;

@@ -273,6 +273,30 @@ describe('express example against a real Switchboard', () => {
     await Promise.all([...children].map((c) => stopChild(c)));
   });
 
+  it('gives each browser an identity token for the visitor its cookie names', async () => {
+    const secret = 'express-test-secret';
+    const app = await listen(createApp({ env: { SWITCHBOARD_ADDR: sb.grpc, SWITCHBOARD_TOKEN_SECRET: secret } }));
+    const token = async (cookie) => {
+      const res = await fetch(`${app}/api/token`, { headers: cookie ? { cookie } : {}, signal: AbortSignal.timeout(15000) });
+      assert.equal(res.status, 200);
+      const tok = await res.text();
+      const [head, body, sig] = tok.split('.');
+      const want = require('node:crypto').createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+      assert.equal(sig, want, 'signed with HS256 and the secret');
+      const claims = JSON.parse(Buffer.from(body, 'base64url'));
+      assert.ok(claims.exp > Date.now() / 1000, 'not expired');
+      return { sub: claims.sub, cookie: (res.headers.get('set-cookie') || '').split(';')[0] };
+    };
+    const first = await token();
+    assert.match(first.sub, /^visitor-[0-9a-f]{24}$/);
+    assert.match(first.cookie, /^visitor=/);
+    assert.equal((await token(first.cookie)).sub, first.sub, 'the same browser, the same visitor');
+    assert.notEqual((await token()).sub, first.sub, 'another browser, another visitor');
+    const page = await get(app, '/');
+    assert.ok(page.body.includes('"token":true'), 'the page asks for its token');
+    assert.equal((await get(web, '/api/token')).status, 404, 'no secret, no tokens');
+  });
+
   it('serves /healthz', async () => {
     const res = await get(web, '/healthz');
     assert.equal(res.status, 200);

@@ -6,6 +6,8 @@ package site
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +44,11 @@ type Config struct {
 	HTTPClient *http.Client
 	// Timeout bounds each call to Switchboard. Default: 5s.
 	Timeout time.Duration
+	// TokenSecret signs the identity tokens the site gives its browsers
+	// (GET /api/token), Switchboard's SWITCHBOARD_TOKEN_SECRET: each
+	// browser counts as the visitor its cookie names. Default: none, the
+	// browsers count by the anonymous id client.js keeps.
+	TokenSecret string
 	// Logger receives the site's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -72,6 +79,7 @@ func New(cfg Config) *Site {
 	s.mux.HandleFunc("POST /api/messages", s.postMessage)
 	s.mux.HandleFunc("POST /api/quote", s.postQuote)
 	s.mux.HandleFunc("GET /api/online", s.online)
+	s.mux.HandleFunc("GET /api/token", s.token)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	return s
 }
@@ -84,6 +92,7 @@ type pageConfig struct {
 	Name     string   `json:"name"`
 	URLs     []string `json:"urls"`
 	ClientJS string   `json:"clientJS"`
+	Token    bool     `json:"token"` // the page asks /api/token for its identity
 }
 
 func (s *Site) pageConfig() (pageConfig, error) {
@@ -99,7 +108,7 @@ func (s *Site) pageConfig() (pageConfig, error) {
 	if u.Scheme == "wss" || u.Scheme == "https" {
 		scheme = "https"
 	}
-	return pageConfig{Name: s.cfg.Name, URLs: urls, ClientJS: scheme + "://" + u.Host + "/client.js"}, nil
+	return pageConfig{Name: s.cfg.Name, URLs: urls, ClientJS: scheme + "://" + u.Host + "/client.js", Token: s.cfg.TokenSecret != ""}, nil
 }
 
 func (s *Site) page(w http.ResponseWriter, _ *http.Request) {
@@ -185,12 +194,50 @@ func (s *Site) postQuote(w http.ResponseWriter, r *http.Request) {
 func (s *Site) online(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
 	defer cancel()
-	n, err := s.cfg.Switchboard.Count(ctx, r.URL.Query().Get("channel"))
+	o, err := s.cfg.Switchboard.Online(ctx, r.URL.Query().Get("channel"))
 	if err != nil {
 		s.switchboardError(w, "count", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int64{"connections": n})
+	writeJSON(w, http.StatusOK, map[string]int64{"connections": o.Connections, "visitors": o.Visitors})
+}
+
+// visitorCookie holds the id the site knows a browser by.
+const visitorCookie = "visitor"
+
+// token answers an identity token for the browser's visitor, the one its
+// cookie names (a new one, with its cookie, for a browser the site does
+// not know yet). A real site would name its signed-in user instead.
+func (s *Site) token(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.TokenSecret == "" {
+		httpError(w, http.StatusNotFound, "this site gives no identity tokens")
+		return
+	}
+	id := ""
+	if c, err := r.Cookie(visitorCookie); err == nil && validVisitor(c.Value) {
+		id = c.Value
+	} else {
+		var b [12]byte
+		rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+		http.SetCookie(w, &http.Cookie{Name: visitorCookie, Value: id, Path: "/", MaxAge: 365 * 24 * 3600, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	}
+	tok, err := client.MintToken(s.cfg.TokenSecret, "visitor-"+id, 5*time.Minute)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	fmt.Fprint(w, tok)
+}
+
+func validVisitor(id string) bool {
+	if len(id) != 24 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
 }
 
 // switchboardError answers a failed call to Switchboard with an HTTP error

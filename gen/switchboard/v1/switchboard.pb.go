@@ -25,6 +25,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Kind says what vouches for a visitor's id.
+type Visitor_Kind int32
+
+const (
+	// Not used.
+	Visitor_KIND_UNSPECIFIED Visitor_Kind = 0
+	// The subject of an identity token the site's web server signed.
+	Visitor_KIND_TOKEN Visitor_Kind = 1
+	// An anonymous id the browser chose: it proves nothing.
+	Visitor_KIND_ANONYMOUS Visitor_Kind = 2
+)
+
+// Enum value maps for Visitor_Kind.
+var (
+	Visitor_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_TOKEN",
+		2: "KIND_ANONYMOUS",
+	}
+	Visitor_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_TOKEN":       1,
+		"KIND_ANONYMOUS":   2,
+	}
+)
+
+func (x Visitor_Kind) Enum() *Visitor_Kind {
+	p := new(Visitor_Kind)
+	*p = x
+	return p
+}
+
+func (x Visitor_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Visitor_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchboard_v1_switchboard_proto_enumTypes[0].Descriptor()
+}
+
+func (Visitor_Kind) Type() protoreflect.EnumType {
+	return &file_switchboard_v1_switchboard_proto_enumTypes[0]
+}
+
+func (x Visitor_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Visitor_Kind.Descriptor instead.
+func (Visitor_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{8, 0}
+}
+
 // EmitMessageRequest names the event, its payload and its audience.
 type EmitMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -230,7 +283,10 @@ func (x *GetOnlineCountRequest) GetChannel() string {
 type GetOnlineCountResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Open browser connections right now.
-	Connections   int64 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	Connections int64 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	// Distinct visitors among them: three tabs of one visitor are three
+	// connections and one visitor.
+	Visitors      int64 `protobuf:"varint,2,opt,name=visitors,proto3" json:"visitors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -268,6 +324,13 @@ func (*GetOnlineCountResponse) Descriptor() ([]byte, []int) {
 func (x *GetOnlineCountResponse) GetConnections() int64 {
 	if x != nil {
 		return x.Connections
+	}
+	return 0
+}
+
+func (x *GetOnlineCountResponse) GetVisitors() int64 {
+	if x != nil {
+		return x.Visitors
 	}
 	return 0
 }
@@ -322,7 +385,9 @@ func (x *WatchCountRequest) GetChannel() string {
 type WatchCountResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Open browser connections at the time it was sent.
-	Connections   int64 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	Connections int64 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	// Distinct visitors among them.
+	Visitors      int64 `protobuf:"varint,2,opt,name=visitors,proto3" json:"visitors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -364,6 +429,197 @@ func (x *WatchCountResponse) GetConnections() int64 {
 	return 0
 }
 
+func (x *WatchCountResponse) GetVisitors() int64 {
+	if x != nil {
+		return x.Visitors
+	}
+	return 0
+}
+
+// GetPresenceRequest selects the audience and the page.
+type GetPresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Channel whose visitors to list; empty lists every visitor.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// Most visitors in the page: 1 to 1,000; 0 means 100.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Where the page starts: empty for the first page, else the
+	// next_page_token of the page before.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPresenceRequest) Reset() {
+	*x = GetPresenceRequest{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPresenceRequest) ProtoMessage() {}
+
+func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
+func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetPresenceRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *GetPresenceRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetPresenceRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// GetPresenceResponse is one page of visitors.
+type GetPresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The page's visitors, in the order of (kind, id).
+	Visitors []*Visitor `protobuf:"bytes,1,rep,name=visitors,proto3" json:"visitors,omitempty"`
+	// Token of the next page; empty on the last one.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPresenceResponse) Reset() {
+	*x = GetPresenceResponse{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPresenceResponse) ProtoMessage() {}
+
+func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
+func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetPresenceResponse) GetVisitors() []*Visitor {
+	if x != nil {
+		return x.Visitors
+	}
+	return nil
+}
+
+func (x *GetPresenceResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Visitor is one visitor online.
+type Visitor struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's subject, or the anonymous id.
+	Id   string       `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind Visitor_Kind `protobuf:"varint,2,opt,name=kind,proto3,enum=switchboard.v1.Visitor_Kind" json:"kind,omitempty"`
+	// Open connections of the visitor (to the channel, when one was asked
+	// for).
+	Connections   int64 `protobuf:"varint,3,opt,name=connections,proto3" json:"connections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Visitor) Reset() {
+	*x = Visitor{}
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Visitor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Visitor) ProtoMessage() {}
+
+func (x *Visitor) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_switchboard_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Visitor.ProtoReflect.Descriptor instead.
+func (*Visitor) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_switchboard_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Visitor) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Visitor) GetKind() Visitor_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Visitor_KIND_UNSPECIFIED
+}
+
+func (x *Visitor) GetConnections() int64 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
 var File_switchboard_v1_switchboard_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_switchboard_proto_rawDesc = "" +
@@ -382,18 +638,38 @@ const file_switchboard_v1_switchboard_proto_rawDesc = "" +
 	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12\x16\n" +
 	"\x06offset\x18\x04 \x01(\x04R\x06offset\"1\n" +
 	"\x15GetOnlineCountRequest\x12\x18\n" +
-	"\achannel\x18\x01 \x01(\tR\achannel\":\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\"V\n" +
 	"\x16GetOnlineCountResponse\x12 \n" +
-	"\vconnections\x18\x01 \x01(\x03R\vconnections\"-\n" +
+	"\vconnections\x18\x01 \x01(\x03R\vconnections\x12\x1a\n" +
+	"\bvisitors\x18\x02 \x01(\x03R\bvisitors\"-\n" +
 	"\x11WatchCountRequest\x12\x18\n" +
-	"\achannel\x18\x01 \x01(\tR\achannel\"6\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\"R\n" +
 	"\x12WatchCountResponse\x12 \n" +
-	"\vconnections\x18\x01 \x01(\x03R\vconnections2\xa4\x02\n" +
+	"\vconnections\x18\x01 \x01(\x03R\vconnections\x12\x1a\n" +
+	"\bvisitors\x18\x02 \x01(\x03R\bvisitors\"j\n" +
+	"\x12GetPresenceRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"r\n" +
+	"\x13GetPresenceResponse\x123\n" +
+	"\bvisitors\x18\x01 \x03(\v2\x17.switchboard.v1.VisitorR\bvisitors\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaf\x01\n" +
+	"\aVisitor\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1c.switchboard.v1.Visitor.KindR\x04kind\x12 \n" +
+	"\vconnections\x18\x03 \x01(\x03R\vconnections\"@\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"KIND_TOKEN\x10\x01\x12\x12\n" +
+	"\x0eKIND_ANONYMOUS\x10\x022\xfc\x02\n" +
 	"\x12SwitchboardService\x12V\n" +
 	"\vEmitMessage\x12\".switchboard.v1.EmitMessageRequest\x1a#.switchboard.v1.EmitMessageResponse\x12_\n" +
 	"\x0eGetOnlineCount\x12%.switchboard.v1.GetOnlineCountRequest\x1a&.switchboard.v1.GetOnlineCountResponse\x12U\n" +
 	"\n" +
-	"WatchCount\x12!.switchboard.v1.WatchCountRequest\x1a\".switchboard.v1.WatchCountResponse0\x01B\xc7\x01\n" +
+	"WatchCount\x12!.switchboard.v1.WatchCountRequest\x1a\".switchboard.v1.WatchCountResponse0\x01\x12V\n" +
+	"\vGetPresence\x12\".switchboard.v1.GetPresenceRequest\x1a#.switchboard.v1.GetPresenceResponseB\xc7\x01\n" +
 	"\x12com.switchboard.v1B\x10SwitchboardProtoP\x01ZFgithub.com/switchboard-rt/switchboard/gen/switchboard/v1;switchboardv1\xa2\x02\x03SXX\xaa\x02\x0eSwitchboard.V1\xca\x02\x0eSwitchboard\\V1\xe2\x02\x1aSwitchboard\\V1\\GPBMetadata\xea\x02\x0fSwitchboard::V1b\x06proto3"
 
 var (
@@ -408,29 +684,38 @@ func file_switchboard_v1_switchboard_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_switchboard_proto_rawDescData
 }
 
-var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_switchboard_v1_switchboard_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_switchboard_v1_switchboard_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_switchboard_v1_switchboard_proto_goTypes = []any{
-	(*EmitMessageRequest)(nil),     // 0: switchboard.v1.EmitMessageRequest
-	(*EmitMessageResponse)(nil),    // 1: switchboard.v1.EmitMessageResponse
-	(*GetOnlineCountRequest)(nil),  // 2: switchboard.v1.GetOnlineCountRequest
-	(*GetOnlineCountResponse)(nil), // 3: switchboard.v1.GetOnlineCountResponse
-	(*WatchCountRequest)(nil),      // 4: switchboard.v1.WatchCountRequest
-	(*WatchCountResponse)(nil),     // 5: switchboard.v1.WatchCountResponse
-	(*structpb.Value)(nil),         // 6: google.protobuf.Value
+	(Visitor_Kind)(0),              // 0: switchboard.v1.Visitor.Kind
+	(*EmitMessageRequest)(nil),     // 1: switchboard.v1.EmitMessageRequest
+	(*EmitMessageResponse)(nil),    // 2: switchboard.v1.EmitMessageResponse
+	(*GetOnlineCountRequest)(nil),  // 3: switchboard.v1.GetOnlineCountRequest
+	(*GetOnlineCountResponse)(nil), // 4: switchboard.v1.GetOnlineCountResponse
+	(*WatchCountRequest)(nil),      // 5: switchboard.v1.WatchCountRequest
+	(*WatchCountResponse)(nil),     // 6: switchboard.v1.WatchCountResponse
+	(*GetPresenceRequest)(nil),     // 7: switchboard.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),    // 8: switchboard.v1.GetPresenceResponse
+	(*Visitor)(nil),                // 9: switchboard.v1.Visitor
+	(*structpb.Value)(nil),         // 10: google.protobuf.Value
 }
 var file_switchboard_v1_switchboard_proto_depIdxs = []int32{
-	6, // 0: switchboard.v1.EmitMessageRequest.data:type_name -> google.protobuf.Value
-	0, // 1: switchboard.v1.SwitchboardService.EmitMessage:input_type -> switchboard.v1.EmitMessageRequest
-	2, // 2: switchboard.v1.SwitchboardService.GetOnlineCount:input_type -> switchboard.v1.GetOnlineCountRequest
-	4, // 3: switchboard.v1.SwitchboardService.WatchCount:input_type -> switchboard.v1.WatchCountRequest
-	1, // 4: switchboard.v1.SwitchboardService.EmitMessage:output_type -> switchboard.v1.EmitMessageResponse
-	3, // 5: switchboard.v1.SwitchboardService.GetOnlineCount:output_type -> switchboard.v1.GetOnlineCountResponse
-	5, // 6: switchboard.v1.SwitchboardService.WatchCount:output_type -> switchboard.v1.WatchCountResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	10, // 0: switchboard.v1.EmitMessageRequest.data:type_name -> google.protobuf.Value
+	9,  // 1: switchboard.v1.GetPresenceResponse.visitors:type_name -> switchboard.v1.Visitor
+	0,  // 2: switchboard.v1.Visitor.kind:type_name -> switchboard.v1.Visitor.Kind
+	1,  // 3: switchboard.v1.SwitchboardService.EmitMessage:input_type -> switchboard.v1.EmitMessageRequest
+	3,  // 4: switchboard.v1.SwitchboardService.GetOnlineCount:input_type -> switchboard.v1.GetOnlineCountRequest
+	5,  // 5: switchboard.v1.SwitchboardService.WatchCount:input_type -> switchboard.v1.WatchCountRequest
+	7,  // 6: switchboard.v1.SwitchboardService.GetPresence:input_type -> switchboard.v1.GetPresenceRequest
+	2,  // 7: switchboard.v1.SwitchboardService.EmitMessage:output_type -> switchboard.v1.EmitMessageResponse
+	4,  // 8: switchboard.v1.SwitchboardService.GetOnlineCount:output_type -> switchboard.v1.GetOnlineCountResponse
+	6,  // 9: switchboard.v1.SwitchboardService.WatchCount:output_type -> switchboard.v1.WatchCountResponse
+	8,  // 10: switchboard.v1.SwitchboardService.GetPresence:output_type -> switchboard.v1.GetPresenceResponse
+	7,  // [7:11] is the sub-list for method output_type
+	3,  // [3:7] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_switchboard_proto_init() }
@@ -443,13 +728,14 @@ func file_switchboard_v1_switchboard_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_switchboard_proto_rawDesc), len(file_switchboard_v1_switchboard_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   6,
+			NumEnums:      1,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_switchboard_v1_switchboard_proto_goTypes,
 		DependencyIndexes: file_switchboard_v1_switchboard_proto_depIdxs,
+		EnumInfos:         file_switchboard_v1_switchboard_proto_enumTypes,
 		MessageInfos:      file_switchboard_v1_switchboard_proto_msgTypes,
 	}.Build()
 	File_switchboard_v1_switchboard_proto = out.File

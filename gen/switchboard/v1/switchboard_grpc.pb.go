@@ -25,6 +25,7 @@ const (
 	SwitchboardService_EmitMessage_FullMethodName    = "/switchboard.v1.SwitchboardService/EmitMessage"
 	SwitchboardService_GetOnlineCount_FullMethodName = "/switchboard.v1.SwitchboardService/GetOnlineCount"
 	SwitchboardService_WatchCount_FullMethodName     = "/switchboard.v1.SwitchboardService/WatchCount"
+	SwitchboardService_GetPresence_FullMethodName    = "/switchboard.v1.SwitchboardService/GetPresence"
 )
 
 // SwitchboardServiceClient is the client API for SwitchboardService service.
@@ -44,6 +45,9 @@ type SwitchboardServiceClient interface {
 	// WatchCount streams the current count at once, then every change. Bursts
 	// may be coalesced, but the last value sent after a burst is the true count.
 	WatchCount(ctx context.Context, in *WatchCountRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCountResponse], error)
+	// GetPresence lists the visitors online, with the connections each
+	// holds, a page at a time in the order of their ids.
+	GetPresence(ctx context.Context, in *GetPresenceRequest, opts ...grpc.CallOption) (*GetPresenceResponse, error)
 }
 
 type switchboardServiceClient struct {
@@ -93,6 +97,16 @@ func (c *switchboardServiceClient) WatchCount(ctx context.Context, in *WatchCoun
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SwitchboardService_WatchCountClient = grpc.ServerStreamingClient[WatchCountResponse]
 
+func (c *switchboardServiceClient) GetPresence(ctx context.Context, in *GetPresenceRequest, opts ...grpc.CallOption) (*GetPresenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPresenceResponse)
+	err := c.cc.Invoke(ctx, SwitchboardService_GetPresence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SwitchboardServiceServer is the server API for SwitchboardService service.
 // All implementations must embed UnimplementedSwitchboardServiceServer
 // for forward compatibility.
@@ -110,6 +124,9 @@ type SwitchboardServiceServer interface {
 	// WatchCount streams the current count at once, then every change. Bursts
 	// may be coalesced, but the last value sent after a burst is the true count.
 	WatchCount(*WatchCountRequest, grpc.ServerStreamingServer[WatchCountResponse]) error
+	// GetPresence lists the visitors online, with the connections each
+	// holds, a page at a time in the order of their ids.
+	GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error)
 	mustEmbedUnimplementedSwitchboardServiceServer()
 }
 
@@ -128,6 +145,9 @@ func (UnimplementedSwitchboardServiceServer) GetOnlineCount(context.Context, *Ge
 }
 func (UnimplementedSwitchboardServiceServer) WatchCount(*WatchCountRequest, grpc.ServerStreamingServer[WatchCountResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchCount not implemented")
+}
+func (UnimplementedSwitchboardServiceServer) GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPresence not implemented")
 }
 func (UnimplementedSwitchboardServiceServer) mustEmbedUnimplementedSwitchboardServiceServer() {}
 func (UnimplementedSwitchboardServiceServer) testEmbeddedByValue()                            {}
@@ -197,6 +217,24 @@ func _SwitchboardService_WatchCount_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SwitchboardService_WatchCountServer = grpc.ServerStreamingServer[WatchCountResponse]
 
+func _SwitchboardService_GetPresence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPresenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SwitchboardServiceServer).GetPresence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SwitchboardService_GetPresence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SwitchboardServiceServer).GetPresence(ctx, req.(*GetPresenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SwitchboardService_ServiceDesc is the grpc.ServiceDesc for SwitchboardService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -211,6 +249,10 @@ var SwitchboardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetOnlineCount",
 			Handler:    _SwitchboardService_GetOnlineCount_Handler,
+		},
+		{
+			MethodName: "GetPresence",
+			Handler:    _SwitchboardService_GetPresence_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -12,4 +12,6 @@ sb.onReconnect((recovered: string) => recovered); // TS2345
 sb.state = 'open'; // TS2540
 const n: number = sb.count; // TS2322
 sb.send({ type: 'subscribe', channel: 'quotes' }); // TS2339
+connect('/ws', { token: 42 }); // TS2322
+sb.onCount((n, v: string) => v); // TS2345
 void n;

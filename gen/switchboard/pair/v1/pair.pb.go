@@ -421,13 +421,22 @@ func (x *Ack) GetOffset() uint64 {
 	return 0
 }
 
-// Counts are one node's own connection counts.
+// Counts are one node's own connection and visitor counts.
 type Counts struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Open connections.
 	Total int64 `protobuf:"varint,1,opt,name=total,proto3" json:"total,omitempty"`
 	// Subscribers of every channel with at least one.
-	Channels      map[string]int64 `protobuf:"bytes,2,rep,name=channels,proto3" json:"channels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Channels map[string]int64 `protobuf:"bytes,2,rep,name=channels,proto3" json:"channels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The visitors whose connections changed since the Counts before, as
+	// they are now; with visitors_full, every visitor of the node, replacing
+	// what it sent before. A large set comes as one Counts with
+	// visitors_full and the rest as changes.
+	Visitors     []*VisitorCount `protobuf:"bytes,3,rep,name=visitors,proto3" json:"visitors,omitempty"`
+	VisitorsFull bool            `protobuf:"varint,4,opt,name=visitors_full,json=visitorsFull,proto3" json:"visitors_full,omitempty"`
+	// Connections without a visitor id, each a visitor of its own, by
+	// channel ("" for all of them).
+	Solo          map[string]int64 `protobuf:"bytes,5,rep,name=solo,proto3" json:"solo,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -476,6 +485,89 @@ func (x *Counts) GetChannels() map[string]int64 {
 	return nil
 }
 
+func (x *Counts) GetVisitors() []*VisitorCount {
+	if x != nil {
+		return x.Visitors
+	}
+	return nil
+}
+
+func (x *Counts) GetVisitorsFull() bool {
+	if x != nil {
+		return x.VisitorsFull
+	}
+	return false
+}
+
+func (x *Counts) GetSolo() map[string]int64 {
+	if x != nil {
+		return x.Solo
+	}
+	return nil
+}
+
+// VisitorCount is one visitor's connections in one channel ("" for every
+// connection); 0 when the visitor has left it.
+type VisitorCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Visitor       string                 `protobuf:"bytes,2,opt,name=visitor,proto3" json:"visitor,omitempty"`
+	Conns         int32                  `protobuf:"varint,3,opt,name=conns,proto3" json:"conns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VisitorCount) Reset() {
+	*x = VisitorCount{}
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VisitorCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VisitorCount) ProtoMessage() {}
+
+func (x *VisitorCount) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VisitorCount.ProtoReflect.Descriptor instead.
+func (*VisitorCount) Descriptor() ([]byte, []int) {
+	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *VisitorCount) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *VisitorCount) GetVisitor() string {
+	if x != nil {
+		return x.Visitor
+	}
+	return ""
+}
+
+func (x *VisitorCount) GetConns() int32 {
+	if x != nil {
+		return x.Conns
+	}
+	return 0
+}
+
 // LogChunk is part of a copy of a log: the first chunk has the header, the
 // last one has last set; entries come oldest first.
 type LogChunk struct {
@@ -490,7 +582,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[6]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +594,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[6]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +607,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{6}
+	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LogChunk) GetHeader() *LogHeader {
@@ -559,7 +651,7 @@ type LogHeader struct {
 
 func (x *LogHeader) Reset() {
 	*x = LogHeader{}
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[7]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +663,7 @@ func (x *LogHeader) String() string {
 func (*LogHeader) ProtoMessage() {}
 
 func (x *LogHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[7]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +676,7 @@ func (x *LogHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogHeader.ProtoReflect.Descriptor instead.
 func (*LogHeader) Descriptor() ([]byte, []int) {
-	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{7}
+	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LogHeader) GetEpoch() string {
@@ -619,7 +711,7 @@ type Fork struct {
 
 func (x *Fork) Reset() {
 	*x = Fork{}
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[8]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +723,7 @@ func (x *Fork) String() string {
 func (*Fork) ProtoMessage() {}
 
 func (x *Fork) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[8]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +736,7 @@ func (x *Fork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fork.ProtoReflect.Descriptor instead.
 func (*Fork) Descriptor() ([]byte, []int) {
-	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Fork) GetEpoch() string {
@@ -671,7 +763,7 @@ type Entries struct {
 
 func (x *Entries) Reset() {
 	*x = Entries{}
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[9]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +775,7 @@ func (x *Entries) String() string {
 func (*Entries) ProtoMessage() {}
 
 func (x *Entries) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[9]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +788,7 @@ func (x *Entries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entries.ProtoReflect.Descriptor instead.
 func (*Entries) Descriptor() ([]byte, []int) {
-	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{9}
+	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Entries) GetEntries() []*Entry {
@@ -724,7 +816,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[10]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +828,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[10]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +841,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{10}
+	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Entry) GetOffset() uint64 {
@@ -808,7 +900,7 @@ type IdempotencyKey struct {
 
 func (x *IdempotencyKey) Reset() {
 	*x = IdempotencyKey{}
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[11]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +912,7 @@ func (x *IdempotencyKey) String() string {
 func (*IdempotencyKey) ProtoMessage() {}
 
 func (x *IdempotencyKey) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[11]
+	mi := &file_switchboard_pair_v1_pair_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +925,7 @@ func (x *IdempotencyKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdempotencyKey.ProtoReflect.Descriptor instead.
 func (*IdempotencyKey) Descriptor() ([]byte, []int) {
-	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_pair_v1_pair_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *IdempotencyKey) GetKey() string {
@@ -895,13 +987,23 @@ const file_switchboard_pair_v1_pair_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1b\n" +
 	"\twants_log\x18\x02 \x01(\bR\bwantsLog\"\x1d\n" +
 	"\x03Ack\x12\x16\n" +
-	"\x06offset\x18\x01 \x01(\x04R\x06offset\"\xa2\x01\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\"\xfa\x02\n" +
 	"\x06Counts\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x03R\x05total\x12E\n" +
-	"\bchannels\x18\x02 \x03(\v2).switchboard.pair.v1.Counts.ChannelsEntryR\bchannels\x1a;\n" +
+	"\bchannels\x18\x02 \x03(\v2).switchboard.pair.v1.Counts.ChannelsEntryR\bchannels\x12=\n" +
+	"\bvisitors\x18\x03 \x03(\v2!.switchboard.pair.v1.VisitorCountR\bvisitors\x12#\n" +
+	"\rvisitors_full\x18\x04 \x01(\bR\fvisitorsFull\x129\n" +
+	"\x04solo\x18\x05 \x03(\v2%.switchboard.pair.v1.Counts.SoloEntryR\x04solo\x1a;\n" +
 	"\rChannelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xc5\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a7\n" +
+	"\tSoloEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"X\n" +
+	"\fVisitorCount\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x18\n" +
+	"\avisitor\x18\x02 \x01(\tR\avisitor\x12\x14\n" +
+	"\x05conns\x18\x03 \x01(\x05R\x05conns\"\xc5\x01\n" +
 	"\bLogChunk\x126\n" +
 	"\x06header\x18\x01 \x01(\v2\x1e.switchboard.pair.v1.LogHeaderR\x06header\x124\n" +
 	"\aentries\x18\x02 \x03(\v2\x1a.switchboard.pair.v1.EntryR\aentries\x127\n" +
@@ -947,7 +1049,7 @@ func file_switchboard_pair_v1_pair_proto_rawDescGZIP() []byte {
 	return file_switchboard_pair_v1_pair_proto_rawDescData
 }
 
-var file_switchboard_pair_v1_pair_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_switchboard_pair_v1_pair_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_switchboard_pair_v1_pair_proto_goTypes = []any{
 	(*FollowRequest)(nil),  // 0: switchboard.pair.v1.FollowRequest
 	(*FollowResponse)(nil), // 1: switchboard.pair.v1.FollowResponse
@@ -955,36 +1057,40 @@ var file_switchboard_pair_v1_pair_proto_goTypes = []any{
 	(*Accepted)(nil),       // 3: switchboard.pair.v1.Accepted
 	(*Ack)(nil),            // 4: switchboard.pair.v1.Ack
 	(*Counts)(nil),         // 5: switchboard.pair.v1.Counts
-	(*LogChunk)(nil),       // 6: switchboard.pair.v1.LogChunk
-	(*LogHeader)(nil),      // 7: switchboard.pair.v1.LogHeader
-	(*Fork)(nil),           // 8: switchboard.pair.v1.Fork
-	(*Entries)(nil),        // 9: switchboard.pair.v1.Entries
-	(*Entry)(nil),          // 10: switchboard.pair.v1.Entry
-	(*IdempotencyKey)(nil), // 11: switchboard.pair.v1.IdempotencyKey
-	nil,                    // 12: switchboard.pair.v1.Counts.ChannelsEntry
+	(*VisitorCount)(nil),   // 6: switchboard.pair.v1.VisitorCount
+	(*LogChunk)(nil),       // 7: switchboard.pair.v1.LogChunk
+	(*LogHeader)(nil),      // 8: switchboard.pair.v1.LogHeader
+	(*Fork)(nil),           // 9: switchboard.pair.v1.Fork
+	(*Entries)(nil),        // 10: switchboard.pair.v1.Entries
+	(*Entry)(nil),          // 11: switchboard.pair.v1.Entry
+	(*IdempotencyKey)(nil), // 12: switchboard.pair.v1.IdempotencyKey
+	nil,                    // 13: switchboard.pair.v1.Counts.ChannelsEntry
+	nil,                    // 14: switchboard.pair.v1.Counts.SoloEntry
 }
 var file_switchboard_pair_v1_pair_proto_depIdxs = []int32{
 	2,  // 0: switchboard.pair.v1.FollowRequest.hello:type_name -> switchboard.pair.v1.Hello
 	4,  // 1: switchboard.pair.v1.FollowRequest.ack:type_name -> switchboard.pair.v1.Ack
 	5,  // 2: switchboard.pair.v1.FollowRequest.counts:type_name -> switchboard.pair.v1.Counts
-	6,  // 3: switchboard.pair.v1.FollowRequest.log:type_name -> switchboard.pair.v1.LogChunk
+	7,  // 3: switchboard.pair.v1.FollowRequest.log:type_name -> switchboard.pair.v1.LogChunk
 	3,  // 4: switchboard.pair.v1.FollowResponse.accepted:type_name -> switchboard.pair.v1.Accepted
-	6,  // 5: switchboard.pair.v1.FollowResponse.log:type_name -> switchboard.pair.v1.LogChunk
-	9,  // 6: switchboard.pair.v1.FollowResponse.entries:type_name -> switchboard.pair.v1.Entries
+	7,  // 5: switchboard.pair.v1.FollowResponse.log:type_name -> switchboard.pair.v1.LogChunk
+	10, // 6: switchboard.pair.v1.FollowResponse.entries:type_name -> switchboard.pair.v1.Entries
 	5,  // 7: switchboard.pair.v1.FollowResponse.counts:type_name -> switchboard.pair.v1.Counts
-	12, // 8: switchboard.pair.v1.Counts.channels:type_name -> switchboard.pair.v1.Counts.ChannelsEntry
-	7,  // 9: switchboard.pair.v1.LogChunk.header:type_name -> switchboard.pair.v1.LogHeader
-	10, // 10: switchboard.pair.v1.LogChunk.entries:type_name -> switchboard.pair.v1.Entry
-	11, // 11: switchboard.pair.v1.LogChunk.keys:type_name -> switchboard.pair.v1.IdempotencyKey
-	8,  // 12: switchboard.pair.v1.LogHeader.forks:type_name -> switchboard.pair.v1.Fork
-	10, // 13: switchboard.pair.v1.Entries.entries:type_name -> switchboard.pair.v1.Entry
-	0,  // 14: switchboard.pair.v1.PairService.Follow:input_type -> switchboard.pair.v1.FollowRequest
-	1,  // 15: switchboard.pair.v1.PairService.Follow:output_type -> switchboard.pair.v1.FollowResponse
-	15, // [15:16] is the sub-list for method output_type
-	14, // [14:15] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	13, // 8: switchboard.pair.v1.Counts.channels:type_name -> switchboard.pair.v1.Counts.ChannelsEntry
+	6,  // 9: switchboard.pair.v1.Counts.visitors:type_name -> switchboard.pair.v1.VisitorCount
+	14, // 10: switchboard.pair.v1.Counts.solo:type_name -> switchboard.pair.v1.Counts.SoloEntry
+	8,  // 11: switchboard.pair.v1.LogChunk.header:type_name -> switchboard.pair.v1.LogHeader
+	11, // 12: switchboard.pair.v1.LogChunk.entries:type_name -> switchboard.pair.v1.Entry
+	12, // 13: switchboard.pair.v1.LogChunk.keys:type_name -> switchboard.pair.v1.IdempotencyKey
+	9,  // 14: switchboard.pair.v1.LogHeader.forks:type_name -> switchboard.pair.v1.Fork
+	11, // 15: switchboard.pair.v1.Entries.entries:type_name -> switchboard.pair.v1.Entry
+	0,  // 16: switchboard.pair.v1.PairService.Follow:input_type -> switchboard.pair.v1.FollowRequest
+	1,  // 17: switchboard.pair.v1.PairService.Follow:output_type -> switchboard.pair.v1.FollowResponse
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_pair_v1_pair_proto_init() }
@@ -1010,7 +1116,7 @@ func file_switchboard_pair_v1_pair_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_pair_v1_pair_proto_rawDesc), len(file_switchboard_pair_v1_pair_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
