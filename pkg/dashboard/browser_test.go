@@ -154,7 +154,7 @@ func TestPageOfASingleNode(t *testing.T) {
 
 	const odd = "<i>x</i>"
 	closeBrowsers := openBrowsers(t, browser, conn{node, []string{"quotes"}}, conn{node, []string{"quotes", odd}}, conn{node, nil})
-	waitJS(t, page, shows("conn-all", "3")+" && "+shows("conn-node", "3")+" && "+shows("chan-all", "2")+" && "+shows("subs-all", "3"))
+	waitJS(t, page, shows("conn-all", "3")+" && "+shows("conn-node", "3")+" && "+shows("visitors", "1")+" && "+shows("chan-all", "2")+" && "+shows("subs-all", "3"))
 	waitJS(t, page, membersAre(name+" single 3 self"))
 	channels := evalJS[string](t, page, `[...document.querySelectorAll("#channels tr")].map(tr => tr.cells[0].textContent + "=" + tr.cells[1].textContent).join(" ")`)
 	if want := "quotes=2 " + odd + "=1"; channels != want {

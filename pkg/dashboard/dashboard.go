@@ -161,6 +161,7 @@ type state struct {
 	TimeMS        int64      `json:"time_ms"`
 	Node          nodeState  `json:"node"`
 	Connections   both       `json:"connections"`
+	Visitors      int64      `json:"visitors"`
 	Channels      both       `json:"channels"`
 	Subscriptions both       `json:"subscriptions"`
 	Members       []member   `json:"members"`
@@ -247,7 +248,9 @@ func (d *Dashboard) state(now time.Time) state {
 			all[ch] += n
 		}
 	}
-	s.Connections = both{Node: local.Total, All: d.hub.Count("")}
+	online := d.hub.Online("")
+	s.Connections = both{Node: local.Total, All: online.Connections}
+	s.Visitors = online.Visitors
 	s.Channels = both{Node: self.Channels, All: int64(len(all))}
 	s.Subscriptions.Node = self.Subscriptions
 	for _, n := range all {

@@ -106,6 +106,9 @@ func TestStateOfASingleNode(t *testing.T) {
 	if want := (both{Node: 3, All: 3}); s.Connections != want {
 		t.Errorf("connections: got %+v; want %+v", s.Connections, want)
 	}
+	if s.Visitors != 3 {
+		t.Errorf("visitors of three connections without a key: got %d; want 3", s.Visitors)
+	}
 	if want := (both{Node: 2, All: 2}); s.Channels != want {
 		t.Errorf("channels: got %+v; want %+v", s.Channels, want)
 	}
@@ -122,6 +125,22 @@ func TestStateOfASingleNode(t *testing.T) {
 	msgs, bytes := h.HistoryStats()
 	if want := (logState{Epoch: pos.Epoch, Offset: 4, HistoryMessages: 4, HistoryBytes: bytes}); s.Log != want || msgs != 4 || bytes == 0 {
 		t.Errorf("log: got %+v; want %+v with bytes", s.Log, want)
+	}
+}
+
+// TestStateCountsVisitors: the visitors are the distinct people behind
+// the connections, a person with two tabs counted once.
+func TestStateCountsVisitors(t *testing.T) {
+	h := newHub(t, "n1")
+	d := New(Config{Hub: h})
+	for _, v := range []string{"ann", "ann", "bob", ""} {
+		if _, err := h.Connect(sink{}, hub.Start{Visitor: v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := getState(t, d)
+	if s.Connections != (both{Node: 4, All: 4}) || s.Visitors != 3 {
+		t.Errorf("ann twice, bob and one without a key: got connections %+v, visitors %d; want 4 and 3", s.Connections, s.Visitors)
 	}
 }
 
