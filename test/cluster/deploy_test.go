@@ -212,6 +212,10 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 	if !strings.Contains(token, "${SWITCHBOARD_API_TOKEN:-") {
 		t.Errorf("node1 SWITCHBOARD_API_TOKEN = %q; want ${SWITCHBOARD_API_TOKEN:-<demo default>}", token)
 	}
+	secret := env("node1")["SWITCHBOARD_TOKEN_SECRET"]
+	if secret != "${SWITCHBOARD_TOKEN_SECRET:-}" {
+		t.Errorf("node1 SWITCHBOARD_TOKEN_SECRET = %q; want ${SWITCHBOARD_TOKEN_SECRET:-}", secret)
+	}
 	for _, s := range nodeServices {
 		e := env(s)
 		for k := range e {
@@ -233,6 +237,9 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 		}
 		if e["SWITCHBOARD_API_TOKEN"] != token {
 			t.Errorf("%s SWITCHBOARD_API_TOKEN = %q; want %q, as node1", s, e["SWITCHBOARD_API_TOKEN"], token)
+		}
+		if e["SWITCHBOARD_TOKEN_SECRET"] != secret {
+			t.Errorf("%s SWITCHBOARD_TOKEN_SECRET = %q; want %q, as node1", s, e["SWITCHBOARD_TOKEN_SECRET"], secret)
 		}
 		for _, pair := range []string{"SWITCHBOARD_PRIMARY_ADDR", "SWITCHBOARD_STANDBY_WAIT"} {
 			if _, ok := e[pair]; ok {
@@ -265,6 +272,9 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 		}
 		if e["SWITCHBOARD_API_TOKEN"] != token {
 			t.Errorf("%s SWITCHBOARD_API_TOKEN = %q; want %q, as the nodes", web, e["SWITCHBOARD_API_TOKEN"], token)
+		}
+		if e["SWITCHBOARD_TOKEN_SECRET"] != secret {
+			t.Errorf("%s SWITCHBOARD_TOKEN_SECRET = %q; want %q, as the nodes (they verify what it mints)", web, e["SWITCHBOARD_TOKEN_SECRET"], secret)
 		}
 		for k := range e {
 			if !bytes.Contains(webSrc, []byte(`"`+k+`"`)) {

@@ -118,9 +118,18 @@ func TestComposeMatchesTemplateAndPrograms(t *testing.T) {
 	if !strings.Contains(token, "${SWITCHBOARD_API_TOKEN:-") {
 		t.Errorf("primary SWITCHBOARD_API_TOKEN = %q; want ${SWITCHBOARD_API_TOKEN:-<demo default>}", token)
 	}
+	// One identity-token secret for the nodes that verify tokens and the
+	// web servers that mint them, unset unless the operator sets one.
+	secret := env("primary")["SWITCHBOARD_TOKEN_SECRET"]
+	if secret != "${SWITCHBOARD_TOKEN_SECRET:-}" {
+		t.Errorf("primary SWITCHBOARD_TOKEN_SECRET = %q; want ${SWITCHBOARD_TOKEN_SECRET:-}", secret)
+	}
 	for _, s := range []string{"standby", "web1", "web2"} {
 		if got := env(s)["SWITCHBOARD_API_TOKEN"]; got != token {
 			t.Errorf("%s SWITCHBOARD_API_TOKEN = %q; want %q, as the primary", s, got, token)
+		}
+		if got := env(s)["SWITCHBOARD_TOKEN_SECRET"]; got != secret {
+			t.Errorf("%s SWITCHBOARD_TOKEN_SECRET = %q; want %q, as the primary", s, got, secret)
 		}
 	}
 
