@@ -417,3 +417,44 @@ func TestGuardPastBudget(t *testing.T) {
 		t.Error("refuses another address; want it admitted")
 	}
 }
+
+// fromConn is a connection that comes from addr.
+type fromConn struct {
+	net.Conn
+	addr net.Addr
+}
+
+func (c fromConn) RemoteAddr() net.Addr { return c.addr }
+func (fromConn) Close() error           { return nil }
+
+// TestTrustedProxiesAtAccept: a trusted proxy, named by its network or
+// by its one address, IPv6 ones too, counts only towards the total at
+// accept; other peers of the same /64 count under its key.
+func TestTrustedProxiesAtAccept(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l := newConnLimiter(ln, slog.New(slog.DiscardHandler), func(string) {})
+	l.perIP, l.total, l.address = 1, LimitHTTPConns, LimitHTTPConnsPerIP
+	l.exempt = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::7/128")}
+
+	admitted := func(ip string) bool {
+		return l.admit(fromConn{addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 1000}}) != nil
+	}
+	for _, ip := range []string{"10.1.2.3", "2001:db8::7"} {
+		for i := range 3 {
+			if !admitted(ip) {
+				t.Errorf("connection %d of trusted proxy %s refused; want it admitted", i+1, ip)
+			}
+		}
+	}
+	if !admitted("2001:db8::8") {
+		t.Error("first connection of 2001:db8::8 refused")
+	}
+	if admitted("2001:db8::9") {
+		t.Error("a second connection from the /64 of 2001:db8::8 admitted past a limit of 1 per address")
+	}
+}

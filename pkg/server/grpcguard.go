@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/switchboard-rt/switchboard/internal/lograte"
+	"github.com/switchboard-rt/switchboard/internal/netaddr"
 	"github.com/switchboard-rt/switchboard/internal/ratelimit"
 )
 
@@ -103,9 +104,9 @@ func (g *grpcGuard) spend(ctx context.Context) bool {
 	if !ok || p.Addr == nil {
 		return true
 	}
-	ip := ipKey(addrOf(p.Addr))
-	key := ip.String()
-	if isExempt(ip, g.exempt) {
+	ip := netaddr.Of(p.Addr)
+	key := netaddr.Key(ip).String()
+	if netaddr.In(ip, g.exempt) {
 		key = p.Addr.String()
 	}
 	if g.budget.Allow(key, time.Now()) {
@@ -125,11 +126,11 @@ func (g *grpcGuard) spend(ctx context.Context) bool {
 	return false
 }
 
-// admits reports whether a new connection from ip may open: not while
+// admits reports whether a new connection from peer may open: not while
 // its address is out of its budget of refused calls, so that a caller
 // who reconnects at once is refused at accept, before any handshake.
-func (g *grpcGuard) admits(ip netip.Addr) bool {
-	return isExempt(ip, g.exempt) || g.budget.Ready(ip.String(), time.Now())
+func (g *grpcGuard) admits(peer netip.Addr) bool {
+	return netaddr.In(peer, g.exempt) || g.budget.Ready(netaddr.Key(peer).String(), time.Now())
 }
 
 // connCancel is the key of the cancel function of a connection's context.

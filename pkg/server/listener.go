@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/switchboard-rt/switchboard/internal/lograte"
+	"github.com/switchboard-rt/switchboard/internal/netaddr"
 )
 
 // connLimiter bounds the connections a listener holds, in all and from one
@@ -38,9 +39,9 @@ type connLimiter struct {
 	// refuse, if set, tells a refused client why before its connection
 	// is closed; reason is the limit's name.
 	refuse func(c net.Conn, limit string)
-	// admits, if set, may refuse the addresses it does not admit
+	// admits, if set, may refuse the peers it does not admit
 	// (LimitGRPCRefusals).
-	admits   func(ip netip.Addr) bool
+	admits   func(peer netip.Addr) bool
 	onReject func(limit string)
 	logs     *lograte.Limiter // refusals and accept errors
 
@@ -85,8 +86,9 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 
 // admit counts c and wraps it, or refuses it and returns nil.
 func (l *connLimiter) admit(c net.Conn) *limitedConn {
-	ip := ipKey(addrOf(c.RemoteAddr()))
-	counted := !isExempt(ip, l.exempt)
+	peer := netaddr.Of(c.RemoteAddr())
+	ip := netaddr.Key(peer)
+	counted := !netaddr.In(peer, l.exempt)
 	l.mu.Lock()
 	limit := ""
 	switch {
@@ -94,7 +96,7 @@ func (l *connLimiter) admit(c net.Conn) *limitedConn {
 		limit = l.total
 	case counted && l.perIP > 0 && l.byIP[ip] >= l.perIP:
 		limit = l.address
-	case l.admits != nil && !l.admits(ip):
+	case l.admits != nil && !l.admits(peer):
 		limit = LimitGRPCRefusals
 	}
 	if limit != "" {
@@ -237,37 +239,6 @@ func (c *limitedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
-}
-
-// addrOf returns the IP of a TCP address; anything else is the zero Addr,
-// which counts as one address.
-func addrOf(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
-	}
-	return netip.Addr{}
-}
-
-// ipKey is what ip counts as, as the edge counts browsers: itself, or its
-// /64 for IPv6, so that one host cannot take a fresh address for each
-// connection.
-func ipKey(ip netip.Addr) netip.Addr {
-	if ip.Is6() {
-		if p, err := ip.Prefix(64); err == nil {
-			return p.Addr()
-		}
-	}
-	return ip
-}
-
-func isExempt(ip netip.Addr, exempt []netip.Prefix) bool {
-	for _, p := range exempt {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // refuseHTTP answers a plain HTTP client refused at accept: 503 when the

@@ -1,12 +1,13 @@
 package wsedge
 
 import (
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/switchboard-rt/switchboard/internal/netaddr"
 )
 
 // The limits the edge enforces, as named in Rejections and OnReject (the
@@ -77,7 +78,7 @@ func (h *Handler) reject(limit string) {
 }
 
 // perKey counts the connections of each key: a client address (by
-// ipKey), or a visitor.
+// netaddr.Key), or a visitor.
 type perKey[K comparable] struct {
 	max int // <= 0: no limit
 	mu  sync.Mutex
@@ -111,26 +112,14 @@ func (p *perKey[K]) release(k K) {
 	}
 }
 
-// ipKey is what ip counts as: itself, or its /64 for IPv6, the smallest
-// network a host is usually given, so that one host cannot take a fresh
-// address for each connection.
-func ipKey(ip netip.Addr) netip.Addr {
-	if ip.Is6() {
-		if p, err := ip.Prefix(64); err == nil {
-			return p.Addr()
-		}
-	}
-	return ip
-}
-
 // clientIP returns the address a request comes from: its direct peer, or,
 // when that peer is one of the trusted proxies, the rightmost address in
 // X-Forwarded-For that is not a trusted proxy. Only the entries trusted
 // proxies appended are believed: everything left of them is whatever the
 // client chose to send.
 func clientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
-	peer := addrOf(r.RemoteAddr)
-	if !isTrusted(peer, trusted) {
+	peer := netaddr.Parse(r.RemoteAddr)
+	if !netaddr.In(peer, trusted) {
 		return peer
 	}
 	var hops []string
@@ -146,29 +135,9 @@ func clientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
 			return ip
 		}
 		ip = a.Unmap()
-		if !isTrusted(ip, trusted) {
+		if !netaddr.In(ip, trusted) {
 			return ip
 		}
 	}
 	return ip // every hop is a trusted proxy: take the first one
-}
-
-// addrOf parses the IP of a host:port; an unparsable one (not from a TCP
-// listener) is the zero Addr, which still counts as one address.
-func addrOf(hostport string) netip.Addr {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
-	}
-	a, _ := netip.ParseAddr(host)
-	return a.Unmap()
-}
-
-func isTrusted(ip netip.Addr, trusted []netip.Prefix) bool {
-	for _, p := range trusted {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }

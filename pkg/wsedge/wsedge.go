@@ -21,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/switchboard-rt/switchboard/internal/lograte"
+	"github.com/switchboard-rt/switchboard/internal/netaddr"
 	"github.com/switchboard-rt/switchboard/pkg/frame"
 	"github.com/switchboard-rt/switchboard/pkg/hub"
 	"github.com/switchboard-rt/switchboard/pkg/identity"
@@ -239,7 +240,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many connections: connect to another node or retry later", http.StatusServiceUnavailable)
 		return
 	}
-	ip := ipKey(clientIP(r, h.trusted))
+	ip := netaddr.Key(clientIP(r, h.trusted))
 	if !h.perIP.acquire(ip) {
 		h.conns.Add(-1)
 		h.reject(LimitConnectionsPerIP)
