@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/switchboard-rt/switchboard/pkg/frame"
 )
 
 // HandleCounts records another node's counts: its connections, its
@@ -28,19 +26,7 @@ func (h *Hub) HandleCounts(c Counts) {
 // Count returns the number of open connections in the cluster, or the
 // number of subscribers of channel when it is not empty.
 func (h *Hub) Count(channel string) int64 {
-	if channel == "" {
-		return h.addTotal(0).n
-	}
-	s := h.channelShard(channel)
-	s.mu.RLock()
-	n := int64(len(s.channels[channel]))
-	s.mu.RUnlock()
-	h.remoteMu.RLock()
-	for _, r := range h.remote {
-		n += r.counts.Channels[channel]
-	}
-	h.remoteMu.RUnlock()
-	return n
+	return h.Online(channel).Connections
 }
 
 // total is the cluster's connection and visitor counts with a version that
@@ -52,14 +38,10 @@ type total struct {
 	version  uint64
 }
 
-// addTotal reads the cluster's counts.
-func (h *Hub) addTotal(delta int64) total {
+// readTotal returns the cluster's counts.
+func (h *Hub) readTotal() total {
 	h.totalMu.Lock()
 	defer h.totalMu.Unlock()
-	if delta != 0 {
-		h.total.n += delta
-		h.total.version++
-	}
 	return h.total
 }
 
@@ -243,7 +225,7 @@ func (h *Hub) countLoop() {
 			}
 		}
 		if h.globalDirty.Swap(false) {
-			h.broadcastCount(h.addTotal(0))
+			h.broadcastCount(h.readTotal())
 		}
 		t.Reset(h.countInterval())
 		select {
@@ -274,7 +256,7 @@ func (h *Hub) countInterval() time.Duration {
 }
 
 func (h *Hub) broadcastCount(t total) {
-	buf := frame.AppendCount(nil, t.n, t.visitors)
+	buf := appendCount(t)
 	for i := range h.clients {
 		s := &h.clients[i]
 		s.mu.RLock()
@@ -286,8 +268,8 @@ func (h *Hub) broadcastCount(t total) {
 }
 
 func (h *Hub) publishCounts() {
-	if _, alone := h.broker.(Local); alone && h.countSubsCount() == 0 {
-		return // nobody to tell
+	if !h.tracking.Load() {
+		return // nobody to tell: no broker, no peer
 	}
 	// Under countSubsMu, so that a new subscriber's whole set and the
 	// changes that follow it are in order.
@@ -305,22 +287,26 @@ func (h *Hub) publishCounts() {
 	}
 }
 
-func (h *Hub) countSubsCount() int {
-	h.countSubsMu.Lock()
-	defer h.countSubsMu.Unlock()
-	return len(h.countSubs)
-}
-
 // LocalCounts returns this node's own counts: its connections, the
 // subscribers of each of its channels and the connections without a
 // visitor key (Solo); not its visitors.
 func (h *Hub) LocalCounts() Counts {
-	c := Counts{Node: h.cfg.Node, Total: h.local.Load(), Channels: make(map[string]int64), Solo: h.localSolo()}
+	c := Counts{Node: h.cfg.Node, Total: h.local.Load(), Channels: make(map[string]int64), Solo: make(map[string]int64)}
+	h.totalMu.Lock()
+	if n := h.everyone.solo; n > 0 {
+		c.Solo[""] = n
+	}
+	h.totalMu.Unlock()
 	for i := range h.channels {
 		s := &h.channels[i]
 		s.mu.RLock()
 		for name, members := range s.channels {
 			c.Channels[name] = int64(len(members))
+		}
+		for ch, p := range s.presence {
+			if p.solo > 0 {
+				c.Solo[ch] = p.solo
+			}
 		}
 		s.mu.RUnlock()
 	}

@@ -117,7 +117,7 @@ func (h *Hub) Visitors(channel string) int64 {
 // among the subscribers of channel when it is not empty.
 func (h *Hub) Online(channel string) Online {
 	if channel == "" {
-		t := h.addTotal(0)
+		t := h.readTotal()
 		return Online{Connections: t.n, Visitors: t.visitors}
 	}
 	s := h.channelShard(channel)
@@ -235,28 +235,6 @@ func (h *Hub) localVisitors() []VisitorCount {
 	return out
 }
 
-// localSolo returns the connections without a visitor key on this node,
-// by channel ("" for all of them), the channels without any left out.
-func (h *Hub) localSolo() map[string]int64 {
-	out := make(map[string]int64)
-	h.totalMu.Lock()
-	if n := h.everyone.solo; n > 0 {
-		out[""] = n
-	}
-	h.totalMu.Unlock()
-	for i := range h.channels {
-		s := &h.channels[i]
-		s.mu.RLock()
-		for ch, p := range s.presence {
-			if p.solo > 0 {
-				out[ch] = p.solo
-			}
-		}
-		s.mu.RUnlock()
-	}
-	return out
-}
-
 // applyRemote records node's report c, which replaces what it sent
 // before (its visitors: changes, or the whole set with VisitorsFull), and
 // returns the channels whose counts changed ("" among them for the
@@ -339,18 +317,8 @@ func (h *Hub) applyRemote(c Counts) (changed map[string]struct{}) {
 	}
 	h.totalMu.Unlock()
 
-	for ch := range prev.Channels {
-		changed[ch] = struct{}{}
-	}
-	for ch := range c.Channels {
-		changed[ch] = struct{}{}
-	}
-	for ch := range prev.Solo {
-		changed[ch] = struct{}{}
-	}
-	for ch := range c.Solo {
-		changed[ch] = struct{}{}
-	}
+	markChanged(changed, prev.Channels, c.Channels)
+	markChanged(changed, prev.Solo, c.Solo)
 	for k, d := range deltas {
 		if k.channel == "" {
 			continue
@@ -370,6 +338,22 @@ func (h *Hub) applyRemote(c Counts) (changed map[string]struct{}) {
 		s.mu.Unlock()
 	}
 	return changed
+}
+
+// markChanged adds to changed the channels whose figure differs between
+// before and after; "" is left to the overall count, which says itself
+// whether it changed.
+func markChanged(changed map[string]struct{}, before, after map[string]int64) {
+	for ch, n := range before {
+		if ch != "" && after[ch] != n {
+			changed[ch] = struct{}{}
+		}
+	}
+	for ch, n := range after {
+		if ch != "" && before[ch] != n {
+			changed[ch] = struct{}{}
+		}
+	}
 }
 
 // setVisitorsLocked recomputes the overall distinct count. h.totalMu must
