@@ -167,7 +167,6 @@ type Member struct {
 	state   State
 	changed chan struct{} // closed and replaced when state changes
 	epoch   string        // the stream's, once read
-	handler hub.BrokerHandler
 
 	exchange *exchange
 	consumer *consumer
@@ -225,6 +224,9 @@ func Join(ctx context.Context, cfg Config) (*Member, error) {
 		nats.PingInterval(time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.RetryOnFailedConnect(true),
+		// A member's own counts come back to it no more: it would decode
+		// each only to drop it.
+		nats.NoEcho(),
 		nats.ConnectHandler(func(*nats.Conn) { m.connected(true, "") }),
 		nats.ReconnectHandler(func(*nats.Conn) { m.connected(true, "") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { m.connected(false, disconnectReason(err)) }),
@@ -300,7 +302,7 @@ const streamAttempt = 2 * time.Second
 func (m *Member) makeStream(ctx context.Context) error {
 	for {
 		actx, cancel := context.WithTimeout(ctx, streamAttempt)
-		_, _, err := m.ensureStream(actx)
+		_, err := m.ensureStream(actx)
 		cancel()
 		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 			return err
@@ -308,14 +310,21 @@ func (m *Member) makeStream(ctx context.Context) error {
 	}
 }
 
-// ensureStream creates or updates the stream and returns its epoch.
-func (m *Member) ensureStream(ctx context.Context) (string, uint64, error) {
+// streamState is where the log stands: its epoch, and the sequences of
+// its first and last messages.
+type streamState struct {
+	epoch       string
+	first, last uint64
+}
+
+// ensureStream creates or updates the stream and returns where it stands.
+func (m *Member) ensureStream(ctx context.Context) (streamState, error) {
 	s, err := m.js.CreateOrUpdateStream(ctx, m.streamConfig())
 	if err != nil {
-		return "", 0, fmt.Errorf("failed to create or update stream %s: %w", m.stream, err)
+		return streamState{}, fmt.Errorf("failed to create or update stream %s: %w", m.stream, err)
 	}
 	info := s.CachedInfo()
-	return epochOf(m.cfg.Name, info.Created), info.State.LastSeq, nil
+	return streamState{epochOf(m.cfg.Name, info.Created), info.State.FirstSeq, info.State.LastSeq}, nil
 }
 
 // epochOf names the log of a stream created at created: a stream made
@@ -390,9 +399,6 @@ func (m *Member) PublishCounts(_ context.Context, c hub.Counts) error {
 // Subscribe starts taking the other members' counts for h (the hub's
 // Broker).
 func (m *Member) Subscribe(h hub.BrokerHandler) error {
-	m.mu.Lock()
-	m.handler = h
-	m.mu.Unlock()
 	return m.exchangeOf().start(h)
 }
 

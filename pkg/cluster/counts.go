@@ -182,36 +182,16 @@ func (x *exchange) publish(c hub.Counts) error {
 			msg.Channels[ch] = 0
 		}
 	}
-	x.mine = hub.Counts{Total: c.Total, Channels: maps.Clone(c.Channels), Solo: maps.Clone(c.Solo)}
-	var vs []visitorJSON
-	if c.VisitorsFull {
-		next := make(map[vkey]int32, len(c.Visitors))
-		for _, v := range c.Visitors {
-			if v.Conns > 0 {
-				next[vkey{v.Channel, v.Visitor}] = v.Conns
-			}
+	x.mine = hub.Counts{Total: c.Total, Channels: c.Channels, Solo: c.Solo} // the hub hands over maps nobody changes
+	vs := make([]visitorJSON, 0, len(c.Visitors))
+	for _, v := range c.Visitors {
+		k := vkey{v.Channel, v.Visitor}
+		if v.Conns <= 0 {
+			delete(x.myVis, k)
+		} else {
+			x.myVis[k] = v.Conns
 		}
-		for k, n := range x.myVis {
-			if next[k] != n {
-				vs = append(vs, visitorJSON{k.channel, k.visitor, next[k]})
-			}
-		}
-		for k, n := range next {
-			if _, ok := x.myVis[k]; !ok {
-				vs = append(vs, visitorJSON{k.channel, k.visitor, n})
-			}
-		}
-		x.myVis = next
-	} else {
-		for _, v := range c.Visitors {
-			k := vkey{v.Channel, v.Visitor}
-			if v.Conns <= 0 {
-				delete(x.myVis, k)
-			} else {
-				x.myVis[k] = v.Conns
-			}
-			vs = append(vs, visitorJSON{v.Channel, v.Visitor, max(v.Conns, 0)})
-		}
+		vs = append(vs, visitorJSON{v.Channel, v.Visitor, max(v.Conns, 0)})
 	}
 	x.mu.Unlock()
 	for first := true; first || len(vs) > 0; first = false {
@@ -262,7 +242,7 @@ func (x *exchange) incarnation() string {
 func (x *exchange) snapshot() countsMsg {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return countsMsg{Kind: kindSnapshot, Total: x.mine.Total, Channels: maps.Clone(x.mine.Channels), Solo: maps.Clone(x.mine.Solo)}
+	return countsMsg{Kind: kindSnapshot, Total: x.mine.Total, Channels: x.mine.Channels, Solo: x.mine.Solo}
 }
 
 // answer sends this member's whole set of visitors to a member that asks,
@@ -338,14 +318,18 @@ func (x *exchange) receivePart(nm *nats.Msg) {
 	x.h.HandleCounts(c)
 	slices.SortFunc(pending, func(a, b countsMsg) int { return cmp.Compare(a.Seq, b.Seq) })
 	for _, msg := range pending {
-		x.visitorsOf(part.Member, p, msg)
+		if vs := x.visitorsOf(part.Member, p, msg); vs != nil {
+			c := p.counts
+			c.Visitors = vs
+			x.h.HandleCounts(c)
+		}
 	}
 }
 
-// visitorsOf applies the visitors msg carries, when it follows what p is
-// known to be, and asks for p's whole set when a message with visitors
-// was missed. x.mu must be held.
-func (x *exchange) visitorsOf(name string, p *peer, msg countsMsg) {
+// visitorsOf returns the visitors msg carries when they follow what p is
+// known to be, to be handed to the hub with p's counts, and asks for p's
+// whole set when a message with visitors was missed. x.mu must be held.
+func (x *exchange) visitorsOf(name string, p *peer, msg countsMsg) []hub.VisitorCount {
 	switch {
 	case p.vstale:
 		if len(msg.Visitors) > 0 && msg.Seq > p.vseq {
@@ -359,13 +343,12 @@ func (x *exchange) visitorsOf(name string, p *peer, msg countsMsg) {
 		// Held already: the whole set covered it.
 	case len(msg.Visitors) > 0 && msg.PrevV == p.vseq:
 		p.vseq = msg.Seq
-		c := p.counts
-		c.Visitors = toHub(msg.Visitors)
-		x.h.HandleCounts(c)
+		return toHub(msg.Visitors)
 	case msg.VSeq > p.vseq:
 		p.vstale = true
-		x.visitorsOf(name, p, msg)
+		return x.visitorsOf(name, p, msg)
 	}
+	return nil
 }
 
 func toHub(vs []visitorJSON) []hub.VisitorCount {
@@ -454,11 +437,11 @@ func (x *exchange) receive(nm *nats.Msg) {
 		x.peers[msg.Member] = p
 	}
 	p.heard = time.Now()
+	counted := true
 	switch {
 	case msg.Kind == kindSnapshot:
 		p.counts = hub.Counts{Node: msg.Member, Total: msg.Total, Channels: msg.Channels, Solo: msg.Solo}
 		p.seq, p.stale = msg.Seq, false
-		h.HandleCounts(p.counts)
 	case msg.Kind == kindDelta && !p.stale && msg.Seq == p.seq+1:
 		ch := maps.Clone(p.counts.Channels)
 		if ch == nil {
@@ -473,11 +456,17 @@ func (x *exchange) receive(nm *nats.Msg) {
 		}
 		p.counts = hub.Counts{Node: msg.Member, Total: msg.Total, Channels: ch, Solo: msg.Solo}
 		p.seq = msg.Seq
-		h.HandleCounts(p.counts)
 	default:
 		p.stale = true // a delta missed: the next snapshot mends it
+		counted = false
 	}
-	x.visitorsOf(msg.Member, p, msg)
+	// The counts and the visitors that follow them reach the hub in one
+	// report.
+	if vs := x.visitorsOf(msg.Member, p, msg); counted || vs != nil {
+		c := p.counts
+		c.Visitors = vs
+		h.HandleCounts(c)
+	}
 }
 
 // leave tells the others this member goes, and stops the exchange.

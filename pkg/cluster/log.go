@@ -97,16 +97,12 @@ func (c *consumer) session(ctx context.Context) error {
 		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, streamAttempt)
-	epoch, last, err := m.ensureStream(sctx)
+	st, err := m.ensureStream(sctx)
 	cancel()
 	if err != nil {
 		return err
 	}
-	s, err := m.js.Stream(ctx, m.stream)
-	if err != nil {
-		return err
-	}
-	first := s.CachedInfo().State.FirstSeq
+	epoch, first, last := st.epoch, st.first, st.last
 	pos := h.Position()
 	start := pos.Offset + 1
 	if pos.Epoch != epoch || start < first || pos.Offset > last {

@@ -39,7 +39,9 @@ type Counts struct {
 // Broker carries counts between the nodes of a cluster; messages travel
 // through a Sequencer. Implementations must be safe for concurrent use.
 type Broker interface {
-	// PublishCounts hands this node's counts to every other node.
+	// PublishCounts hands this node's counts to every other node; their
+	// Visitors are the changes since the Counts before, never the whole
+	// set.
 	PublishCounts(ctx context.Context, c Counts) error
 	// Subscribe starts delivering other nodes' counts to h.
 	Subscribe(h BrokerHandler) error

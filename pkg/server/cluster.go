@@ -12,13 +12,6 @@ import (
 	"github.com/switchboard-rt/switchboard/pkg/control"
 )
 
-// stateJoining is a cluster member's state while it cannot serve: NATS is
-// away, or it has not caught up with the log. It refuses browsers (503)
-// and reports NOT_SERVING, so that the load balancer sends them to the
-// other members; it keeps the browsers it has, and its emits fail with
-// UNAVAILABLE while NATS is away.
-const stateJoining int32 = 4
-
 // joinCluster makes the node a cluster member (see Config.Cluster).
 func (s *Server) joinCluster() error {
 	cfg := s.cfg

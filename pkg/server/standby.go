@@ -69,12 +69,17 @@ const (
 )
 
 // The states of a node. A primary is active, or syncing while it waits at
-// start for its standby's log (Config.StandbyWait).
+// start for its standby's log (Config.StandbyWait). A cluster member is
+// joining while it cannot serve: NATS is away, or it has not caught up
+// with the log. It refuses browsers (503) and reports NOT_SERVING, so
+// that the load balancer sends them to the other members; it keeps the
+// browsers it has, and its emits fail with UNAVAILABLE while NATS is away.
 const (
 	stateActive int32 = iota
 	stateUnknown
 	statePassive
 	stateSyncing
+	stateJoining
 )
 
 // The standby also follows the primary's message log through a pair.Link
