@@ -6,6 +6,11 @@
 // other tests' connections, another socket may take it between the test
 // closing its probe and the process under test binding it. So Addr picks
 // ports below that range, which only an explicit bind takes.
+//
+// Test binaries run side by side, and two of them may probe the same port
+// before either's process binds it. So a port is also claimed, for a few
+// minutes, by a file of its own in a directory every test process shares,
+// and no process hands out a port twice.
 package freeport
 
 import (
@@ -13,9 +18,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // Addr returns a loopback address whose port was free a moment ago and
@@ -25,6 +33,9 @@ func Addr(t testing.TB) string {
 	lo, hi := 20000, ephemeralStart()
 	for range 200 {
 		port := lo + rand.IntN(hi-lo)
+		if !claim(port) {
+			continue
+		}
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
@@ -49,4 +60,46 @@ func ephemeralStart() int {
 		}
 	}
 	return 32768
+}
+
+// claimFor is how long a claimed port stays another process's: longer
+// than any test takes to start what listens on it.
+const claimFor = 5 * time.Minute
+
+var (
+	mu    sync.Mutex
+	given = map[int]bool{}
+)
+
+// claim reports whether port is this process's to hand out: not given
+// before here, and not claimed by another test process in the last
+// claimFor. A directory that cannot be written claims nothing.
+func claim(port int) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	if given[port] {
+		return false
+	}
+	given[port] = true
+	dir := filepath.Join(os.TempDir(), "switchboard-freeport")
+	if os.MkdirAll(dir, 0o777) != nil {
+		return true
+	}
+	name := filepath.Join(dir, strconv.Itoa(port))
+	for range 2 {
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err == nil {
+			f.Close()
+			return true
+		}
+		if !os.IsExist(err) {
+			return true
+		}
+		fi, err := os.Stat(name)
+		if err != nil || time.Since(fi.ModTime()) < claimFor {
+			return false
+		}
+		os.Remove(name) // an old claim: take it over
+	}
+	return false
 }

@@ -2,8 +2,11 @@ package freeport
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestAddr(t *testing.T) {
@@ -25,7 +28,36 @@ func TestAddr(t *testing.T) {
 		ln.Close()
 		seen[a] = true
 	}
-	if len(seen) < 40 {
-		t.Errorf("50 calls gave %d distinct addresses; want them spread", len(seen))
+	if len(seen) != 50 {
+		t.Errorf("50 calls gave %d distinct addresses; want no address twice", len(seen))
+	}
+}
+
+// TestClaimAcrossProcesses: a port another process claimed lately is not
+// handed out; one it claimed long ago is.
+func TestClaimAcrossProcesses(t *testing.T) {
+	dir := filepath.Join(os.TempDir(), "switchboard-freeport")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	fresh, old := 19998, 19999 // below the range Addr picks from, so no Addr here takes them
+	for _, p := range []int{fresh, old} {
+		if err := os.WriteFile(filepath.Join(dir, strconv.Itoa(p)), nil, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(filepath.Join(dir, strconv.Itoa(p))) })
+	}
+	long := time.Now().Add(-2 * claimFor)
+	if err := os.Chtimes(filepath.Join(dir, strconv.Itoa(old)), long, long); err != nil {
+		t.Fatal(err)
+	}
+	if claim(fresh) {
+		t.Error("claimed a port another process claimed a moment ago")
+	}
+	if !claim(old) {
+		t.Error("refused a port whose claim is older than claimFor")
+	}
+	if claim(old) {
+		t.Error("claimed the same port twice in one process")
 	}
 }
