@@ -100,14 +100,14 @@ func parseLimits(cfg *server.Config, parse func(name string, fn func(string) err
 
 // largestSubscribe returns the largest subscribe frame a browser library
 // sends: the longest channel, every byte of it one that JSON escapes
-// (JSON.stringify and frame.AppendString alike), and room for a "last"
-// field of three digits.
+// (JSON.stringify and frame.AppendString alike), and the largest "last".
 func largestSubscribe() []byte {
 	b := []byte(`{"type":`)
 	b = frame.AppendString(b, frame.OpSubscribe.String())
 	b = append(b, `,"channel":`...)
 	b = frame.AppendString(b, strings.Repeat(`"`, frame.MaxChannelLen))
-	return append(b, `,"last":100}`...)
+	b = strconv.AppendInt(append(b, `,"last":`...), frame.MaxLast, 10)
+	return append(b, '}')
 }
 
 // limitCount parses a count where 0 means no limit, stored as -1 since

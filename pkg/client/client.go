@@ -274,11 +274,8 @@ func newKey() string {
 // Count returns the number of open browser connections, or the number of
 // subscribers of channel when it is not empty.
 func (c *Client) Count(ctx context.Context, channel string) (int64, error) {
-	res, err := c.api.GetOnlineCount(ctx, &switchboardv1.GetOnlineCountRequest{Channel: channel})
-	if err != nil {
-		return 0, fmt.Errorf("failed to count: %w", err)
-	}
-	return res.GetConnections(), nil
+	o, err := c.Online(ctx, channel)
+	return o.Connections, err
 }
 
 // Online is a count of browser connections and of the distinct visitors

@@ -77,7 +77,9 @@ func ParseConnect(q url.Values, maxChannels int) (Connect, error) {
 		if err := ValidateChannel(ch); err != nil {
 			return Connect{}, invalid(fmt.Sprintf("invalid channel parameter: %v", err))
 		}
-		if !slices.Contains(c.Channels, ch) {
+		// Past one too many, more names change nothing: the look-up
+		// for duplicates stays bounded however long the query.
+		if len(c.Channels) <= maxChannels && !slices.Contains(c.Channels, ch) {
 			c.Channels = append(c.Channels, ch)
 		}
 	}

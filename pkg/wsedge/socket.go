@@ -187,12 +187,19 @@ func (s *socket) send(o *outbox) error {
 	if s.raw == nil || !haveWritev {
 		return nil
 	}
-	s.out, s.sendErr, s.wait = o, nil, false
+	return s.writeRaw(o, false)
+}
+
+// writeRaw writes o through the file descriptor, several buffers a
+// syscall; with wait, until all is written, else until the socket takes
+// no more.
+func (s *socket) writeRaw(o *outbox, wait bool) error {
+	s.out, s.sendErr, s.wait = o, nil, wait
 	err := s.raw.Write(s.sendFn)
 	if err == nil {
 		err = s.sendErr
 	}
-	s.out, s.sendErr = nil, nil
+	s.out, s.sendErr, s.wait = nil, nil, false
 	return err
 }
 
@@ -241,6 +248,10 @@ func (s *socket) flushLocked() error {
 		return nil
 	}
 	if s.raw == nil || !haveWritev {
+		if len(o.bufs) == 1 { // small frames, already copied together
+			_, err := s.conn.Write(o.bufs[0])
+			return err
+		}
 		// TLS copies into its records anyway: one write, one record run.
 		bp := flushBuffers.Get().(*[]byte)
 		b := (*bp)[:0]
@@ -254,13 +265,7 @@ func (s *socket) flushLocked() error {
 		}
 		return err
 	}
-	s.out, s.sendErr, s.wait = o, nil, true
-	err := s.raw.Write(s.sendFn)
-	if err == nil {
-		err = s.sendErr
-	}
-	s.out, s.sendErr, s.wait = nil, nil, false
-	return err
+	return s.writeRaw(o, true)
 }
 
 var flushBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
