@@ -34,7 +34,6 @@ type Client struct {
 	extraBytes  int
 	reason      Reason // why the hub ends the connection, once it does
 	closed      bool   // no more frames are taken
-	finished    bool   // the writer has run the client's end; it never runs again
 
 	// writing is set while the client is queued in the writer pool or
 	// being written for, by a pool writer or by its own goroutine while the
@@ -126,11 +125,11 @@ func (h *Hub) Connect(t Transport, s Start) (*Client, error) {
 	}
 	pos := h.msgs.Position()
 	recovery := frame.NoResume
-	var replay [][]byte
+	queue := make([][]byte, 2, 4) // the welcome, the count, then any replay
 	if s.Resume {
 		include := func(ch string) bool { return ch == "" || slices.Contains(s.Channels, ch) }
 		var ok bool
-		if replay, ok = h.msgs.Replay(nil, s.From, include); ok {
+		if queue, ok = h.msgs.Replay(queue, s.From, include); ok {
 			recovery = frame.Recovered
 			h.stats.Recovered.Add(1)
 		} else {
@@ -140,8 +139,8 @@ func (h *Hub) Connect(t Transport, s Start) (*Client, error) {
 	}
 	t0 := h.joinTotal(c.visitor, 1)
 	c.mu.Lock()
-	c.queue = append(make([][]byte, 0, 2+len(replay)), frame.AppendWelcome(nil, pos.Epoch, pos.Offset, recovery), appendCount(t0))
-	c.queue = append(c.queue, replay...)
+	queue[0], queue[1] = frame.AppendWelcome(nil, pos.Epoch, pos.Offset, recovery), appendCount(t0)
+	c.queue = queue
 	for _, f := range c.queue {
 		c.queued += len(f)
 	}
@@ -271,6 +270,15 @@ func (c *Client) Unsubscribe(channel string) {
 	c.h.leaveChannel(c, channel)
 }
 
+// discardLocked drops what the client has queued, takes it out of the
+// memory budget and returns the frames dropped. c.mu must be held.
+func (c *Client) discardLocked() int64 {
+	n := int64(len(c.queue))
+	c.queue, c.queued, c.count = nil, 0, nil
+	c.h.budget.clear(c)
+	return n
+}
+
 // Close removes the client from the hub and stops its writer without
 // writing more; a write in progress is canceled. The transport calls it once
 // its connection has ended; the hub then never calls Transport.Close.
@@ -278,9 +286,7 @@ func (c *Client) Unsubscribe(channel string) {
 func (c *Client) Close() {
 	c.mu.Lock()
 	c.closed = true
-	c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
-	c.queue, c.queued, c.count = nil, 0, nil
-	c.h.budget.clear(c)
+	c.h.stats.DroppedClosed.Add(c.discardLocked())
 	c.mu.Unlock()
 	c.cancelWrite()
 	c.signal()
@@ -352,9 +358,7 @@ func (c *Client) kick(r Reason) {
 	if !c.closed {
 		c.closed = true
 		c.reason = r
-		c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
-		c.queue, c.queued, c.count = nil, 0, nil
-		c.h.budget.clear(c)
+		c.h.stats.DroppedClosed.Add(c.discardLocked())
 	}
 	c.mu.Unlock()
 	if r == ReasonSlow {
@@ -384,11 +388,9 @@ func (c *Client) enqueue(frame []byte) int {
 		return skipped
 	}
 	if len(c.queue) >= c.h.cfg.QueueFrames+c.extraFrames || c.queued+len(frame) > c.h.cfg.QueueBytes+c.extraBytes {
-		c.h.stats.DroppedOverflow.Add(int64(len(c.queue)) + 1)
 		c.closed = true
 		c.reason = ReasonSlow
-		c.queue, c.queued, c.count = nil, 0, nil
-		c.h.budget.clear(c)
+		c.h.stats.DroppedOverflow.Add(c.discardLocked() + 1)
 		c.mu.Unlock()
 		return overflow
 	}
@@ -460,7 +462,6 @@ func (c *Client) signal() {
 func (c *Client) write(batch [][]byte) [][]byte {
 	c.mu.Lock()
 	if c.closed {
-		c.finished = true
 		reason := c.reason
 		c.mu.Unlock()
 		if reason != 0 {
@@ -549,11 +550,11 @@ func (c *Client) fail() {
 	if failed {
 		c.closed = true
 		c.reason = ReasonSlow
-		c.h.stats.DroppedClosed.Add(int64(len(c.queue)))
-		c.queue, c.queued, c.count = nil, 0, nil
+		c.h.stats.DroppedClosed.Add(c.discardLocked())
 	}
+	// Again if it was closed: a write that kept frames may have counted
+	// it as behind since.
 	c.h.budget.clear(c)
-	c.finished = true
 	reason := c.reason
 	c.mu.Unlock()
 	if failed {

@@ -61,7 +61,7 @@ func (h *Hub) emit(ctx context.Context, ke *keyEntry, m Message) (Emitted, error
 	if h.follow != nil {
 		p := h.follow.add(e, ke, h.cfg.FollowTimeout)
 		h.emitMu.Unlock()
-		return h.awaitCommit(ctx, p)
+		return awaitCommit(ctx, p)
 	}
 	f := h.commitLocked(e)
 	h.emitMu.Unlock()
@@ -149,10 +149,13 @@ func (f *fanout) startWriters() {
 // finish counts the fan-out's outcomes and drops the recipients whose
 // queue overflowed; it runs outside the hub's locks.
 func (f *fanout) finish(h *Hub) {
+	f.tally(h)
+	dropAll(f.slow)
+}
+
+// tally counts the fan-out's deliveries and the recipients it found
+// closing.
+func (f *fanout) tally(h *Hub) {
 	h.stats.Delivered.Add(int64(f.queued))
 	h.stats.DroppedClosed.Add(f.dropped)
-	for _, c := range f.slow {
-		h.stats.SlowDisconnects.Add(1)
-		c.drop()
-	}
 }

@@ -176,8 +176,7 @@ func (h *Hub) commitPendingLocked(fs *followState, n int) []*Client {
 	var slow []*Client
 	for _, p := range fs.pending[:n] {
 		f := h.commitLocked(p.entry)
-		h.stats.Delivered.Add(int64(f.queued))
-		h.stats.DroppedClosed.Add(f.dropped)
+		f.tally(h)
 		slow = append(slow, f.slow...)
 		p.res = Emitted{ID: p.entry.ID, Offset: p.entry.Offset, Recipients: f.queued}
 		if p.key != nil {
@@ -192,7 +191,7 @@ func (h *Hub) commitPendingLocked(fs *followState, n int) []*Client {
 
 // awaitCommit waits until p is committed or ctx ends. A message whose
 // caller has gone is still committed, and its key kept.
-func (h *Hub) awaitCommit(ctx context.Context, p *pendingEmit) (Emitted, error) {
+func awaitCommit(ctx context.Context, p *pendingEmit) (Emitted, error) {
 	select {
 	case <-p.done:
 		return p.res, nil

@@ -1146,6 +1146,9 @@ func TestDeliverFollowsTheHead(t *testing.T) {
 	if err := h.Deliver(Message{ID: "x-2", Offset: 43, Event: "E"}, time.Now()); err != nil {
 		t.Fatalf("Deliver(43) while draining: %v", err)
 	}
+	if off := h.Position().Offset; off != 43 {
+		t.Errorf("log head after Deliver(43) while draining: got %d; want 43, the log kept whole", off)
+	}
 	if got, want := ft.messageIDs(), []string{"x-1"}; !slices.Equal(got, want) || ft.offsets()[0] != 42 {
 		t.Errorf("messages: got %v at %v; want %v at 42, nothing after the drain", got, ft.offsets(), want)
 	}

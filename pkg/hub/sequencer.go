@@ -55,19 +55,20 @@ func (h *Hub) appendShared(ctx context.Context, key string, m Message) (Emitted,
 // this node's recipients. m.Offset must be one more than the log's head;
 // otherwise Deliver takes nothing and returns an error wrapping ErrNotNext.
 func (h *Hub) Deliver(m Message, at time.Time) error {
+	e := msglog.Entry{
+		Offset:  m.Offset,
+		Channel: m.Channel,
+		ID:      m.ID,
+		Frame:   frame.AppendMessage(nil, m.ID, m.Offset, m.Event, m.Channel, m.Data),
+		Time:    at,
+	}
 	h.emitMu.Lock()
 	if head := h.msgs.Position().Offset; m.Offset != head+1 {
 		h.emitMu.Unlock()
 		return fmt.Errorf("%w: got %d, head %d", ErrNotNext, m.Offset, head)
 	}
 	h.assigned = m.Offset
-	f := h.commitLocked(msglog.Entry{
-		Offset:  m.Offset,
-		Channel: m.Channel,
-		ID:      m.ID,
-		Frame:   frame.AppendMessage(nil, m.ID, m.Offset, m.Event, m.Channel, m.Data),
-		Time:    at,
-	})
+	f := h.commitLocked(e)
 	h.emitMu.Unlock()
 	f.finish(h)
 	return nil

@@ -53,32 +53,30 @@ type presence struct {
 	solo     int64 // connections on this node without a visitor key
 }
 
-// add changes the connections of visitor on this node by delta and
-// reports whether the set of distinct visitors changed. A connection
-// without a key changes solo.
-func (p *presence) add(visitor string, delta int32) bool {
+// add changes the connections of visitor on this node by delta. A
+// connection without a key changes solo.
+func (p *presence) add(visitor string, delta int32) {
 	if visitor == "" {
 		p.solo += int64(delta)
-		return true
+		return
 	}
-	return p.addTally(visitor, tally{local: delta})
+	p.addTally(visitor, tally{local: delta})
 }
 
-// addTally adds d to visitor's tally; it reports whether the visitor
-// appeared or left.
-func (p *presence) addTally(visitor string, d tally) bool {
-	t, ok := p.visitors[visitor]
+// addTally adds d to visitor's tally, dropping a visitor left with no
+// connection anywhere.
+func (p *presence) addTally(visitor string, d tally) {
+	t := p.visitors[visitor]
 	t.local += d.local
 	t.remote += d.remote
 	if t.local <= 0 && t.remote <= 0 {
 		delete(p.visitors, visitor)
-		return ok
+		return
 	}
 	if p.visitors == nil {
 		p.visitors = make(map[string]tally)
 	}
 	p.visitors[visitor] = t
-	return !ok
 }
 
 func (p *presence) distinct() int64 {
