@@ -32,7 +32,7 @@ test-go test-express test-node test-web: export SWITCHBOARD_REQUIRE_TEST_TOOLS =
 
 test-go: ## run the Go tests with the race detector (Chromium, nginx, nats-server and Node.js included), and the benchmarks once
 	bash scripts/test-deps.sh chromium nginx node
-	bash scripts/install-tools.sh nats-server
+	bash scripts/install-tools.sh nats-server grpcurl
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
 

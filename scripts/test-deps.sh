@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the programs the tests need besides Go are installed:
 #   chromium  the browser tests (headless Chromium)
-#   nginx     the fail-over tests
+#   nginx     the fail-over tests (with envsubst, as the nginx image renders
+#             its templates)
 #   node      the express example, the Node client (with openssl for its TLS
 #             certificates) and the socket.io baseline
 # Usage: scripts/test-deps.sh [chromium] [nginx] [node]   (default: all)
@@ -26,7 +27,9 @@ missing() { # what: the Debian packages it needs, if it is missing
     chromium)
       if [ -n "${CHROME_BIN:-}" ] || found chromium || found chromium-browser || found google-chrome || found headless-shell; then return; fi
       echo chromium ;;
-    nginx) found nginx || echo nginx ;;
+    nginx)
+      found nginx || echo nginx
+      found envsubst || echo gettext-base ;;
     node)
       { found node && found npm; } || echo "nodejs npm"
       found openssl || echo openssl ;;

@@ -117,17 +117,6 @@ func (f *Fleet) Stop() {
 	f.wg.Wait()
 }
 
-// Connected returns how many clients have a live socket that got a count.
-func (f *Fleet) Connected() int {
-	n := 0
-	for _, c := range f.Clients {
-		if c.Connected() {
-			n++
-		}
-	}
-	return n
-}
-
 // WaitConnected waits until every client that has not left is connected.
 func (f *Fleet) WaitConnected(t testing.TB, what string) {
 	t.Helper()
@@ -216,22 +205,17 @@ func (f *Fleet) ReconnectStats() (durations []time.Duration, joined []time.Time)
 }
 
 // Dials sums the dial attempts since the last reset.
-func (f *Fleet) Dials() int {
-	n := 0
-	for _, c := range f.Clients {
-		c.mu.Lock()
-		n += c.dials
-		c.mu.Unlock()
-	}
-	return n
-}
+func (f *Fleet) Dials() int { return f.sum(func(c *Client) int { return c.dials }) }
 
 // CountFrames sums the count frames received since the last reset.
-func (f *Fleet) CountFrames() int {
+func (f *Fleet) CountFrames() int { return f.sum(func(c *Client) int { return c.counts }) }
+
+// sum adds up field over the clients, each read under its lock.
+func (f *Fleet) sum(field func(*Client) int) int {
 	n := 0
 	for _, c := range f.Clients {
 		c.mu.Lock()
-		n += c.counts
+		n += field(c)
 		c.mu.Unlock()
 	}
 	return n

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/switchboard-rt/switchboard/internal/browsersim"
-	"github.com/switchboard-rt/switchboard/internal/proctest"
 )
 
 // BenchmarkFailover measures a crash of the primary with N clients
@@ -61,28 +60,16 @@ func benchFailover(b *testing.B, n int) {
 		c.startPrimary()
 		c.waitHTTP(c.primaryHTTP+"/readyz", "restarted primary ready")
 		primary := c.counter(c.primaryGRPC)
-		if !c.feat.handBack {
-			// No standby mode: send the clients home by killing the
-			// standby instead, so that the next round starts alike.
-			b.Log("no hand-back in this binary: restart -> back is not measured")
-			c.standby.KillGroup()
-			<-c.standby.Done()
-			waitCount(b, "primary after the standby's kill", primary, int64(n), timeout)
-			c.standby = proctest.Start(b, "standby", c.nodeEnv(c.standbyHTTP, c.standbyGRPC,
-				"SWITCHBOARD_PRIMARY_ADDR="+c.primaryGRPC), c.bin.switchboard)
-			c.waitHTTP(c.standbyHTTP+"/healthz", "standby alive")
-		} else {
-			waitCount(b, "primary after the hand-back", primary, int64(n), timeout+handBackWindow)
-			waitMetric(b, "standby after the hand-back", c.standbyHTTP, 0, timeout)
-			back := time.Since(restarted)
-			f.WaitCounts(b, "after the hand-back", int64(n))
-			hd, hjoined := f.ReconnectStats()
-			b.Logf("N=%d: restart -> primary counts all, standby none: %v; hand-back reconnects %d, p50 %v, p99 %v; at most %d in any 100 ms; %d count frames received",
-				n, back.Round(time.Millisecond), len(hd), browsersim.Percentile(hd, 50).Round(time.Millisecond),
-				browsersim.Percentile(hd, 99).Round(time.Millisecond), browsersim.MaxInWindow(hjoined, 100*time.Millisecond), f.CountFrames())
-			backs += back
-			backP99s += browsersim.Percentile(hd, 99)
-		}
+		waitCount(b, "primary after the hand-back", primary, int64(n), timeout+handBackWindow)
+		waitMetric(b, "standby after the hand-back", c.standbyHTTP, 0, timeout)
+		back := time.Since(restarted)
+		f.WaitCounts(b, "after the hand-back", int64(n))
+		hd, hjoined := f.ReconnectStats()
+		b.Logf("N=%d: restart -> primary counts all, standby none: %v; hand-back reconnects %d, p50 %v, p99 %v; at most %d in any 100 ms; %d count frames received",
+			n, back.Round(time.Millisecond), len(hd), browsersim.Percentile(hd, 50).Round(time.Millisecond),
+			browsersim.Percentile(hd, 99).Round(time.Millisecond), browsersim.MaxInWindow(hjoined, 100*time.Millisecond), f.CountFrames())
+		backs += back
+		backP99s += browsersim.Percentile(hd, 99)
 		kills += kill
 		p50s += p50
 		p99s += p99
@@ -94,8 +81,6 @@ func benchFailover(b *testing.B, n int) {
 	b.ReportMetric(float64((p50s / r).Milliseconds()), "ms-reconnect-p50")
 	b.ReportMetric(float64((p99s / r).Milliseconds()), "ms-reconnect-p99")
 	b.ReportMetric(float64(storms/rounds), "max-reconnects/100ms")
-	if c.feat.handBack {
-		b.ReportMetric((backs / r).Seconds(), "s-restart-to-back")
-		b.ReportMetric(float64((backP99s / r).Milliseconds()), "ms-handback-reconnect-p99")
-	}
+	b.ReportMetric((backs / r).Seconds(), "s-restart-to-back")
+	b.ReportMetric(float64((backP99s / r).Milliseconds()), "ms-handback-reconnect-p99")
 }

@@ -5,15 +5,10 @@ package failover
 // its own (internal/proctest).
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,49 +47,6 @@ func needBinaries(t testing.TB) binaries {
 // moduleRoot is the repository's root.
 func moduleRoot() string { return proctest.ModuleRoot() }
 
-// features says which fail-over features the node under test has. They
-// are detected from the binary and the source, never assumed.
-type features struct {
-	handBack    bool // standby mode: SWITCHBOARD_PRIMARY_ADDR
-	idempotent  bool // pkg/client retries emits with an idempotency key
-	healthcheck bool // the "switchboard healthcheck" subcommand
-}
-
-var (
-	featuresOnce sync.Once
-	detected     features
-)
-
-func detectFeatures(t testing.TB, bin binaries) features {
-	t.Helper()
-	featuresOnce.Do(func() {
-		help, _ := exec.Command(bin.switchboard, "-h").CombinedOutput()
-		detected.handBack = bytes.Contains(help, []byte("SWITCHBOARD_PRIMARY_ADDR"))
-		detected.healthcheck = bytes.Contains(help, []byte("healthcheck"))
-		if !detected.healthcheck {
-			// The subcommand may exist without being in the usage text: an
-			// unknown argument is refused with exit code 2.
-			cmd := exec.Command(bin.switchboard, "healthcheck")
-			cmd.Env = append(proctest.CleanEnv(), "SWITCHBOARD_HTTP_ADDR="+proctest.FreeAddr(t))
-			out, err := cmd.CombinedOutput()
-			var ee *exec.ExitError
-			detected.healthcheck = !(errors.As(err, &ee) && ee.ExitCode() == 2 && bytes.Contains(out, []byte("unexpected argument")))
-		}
-		files, _ := filepath.Glob(filepath.Join(moduleRoot(), "pkg", "client", "*.go"))
-		for _, f := range files {
-			if strings.HasSuffix(f, "_test.go") {
-				continue
-			}
-			if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte("IdempotencyKey")) {
-				detected.idempotent = true
-			}
-		}
-	})
-	t.Logf("features detected: hand-back %v, idempotent emit retries %v, healthcheck subcommand %v",
-		detected.handBack, detected.idempotent, detected.healthcheck)
-	return detected
-}
-
 // templatePath is the nginx template deploy/compose.yaml mounts.
 func templatePath() string {
 	return filepath.Join(moduleRoot(), "deploy", "nginx", "nginx.conf.template")
@@ -105,7 +57,6 @@ func templatePath() string {
 type cluster struct {
 	t    testing.TB
 	bin  binaries
-	feat features
 	opts clusterOptions
 
 	primaryHTTP, primaryGRPC string
@@ -126,7 +77,7 @@ func startCluster(t testing.TB, opts clusterOptions) *cluster {
 	t.Helper()
 	bin := needBinaries(t)
 	c := &cluster{
-		t: t, bin: bin, feat: detectFeatures(t, bin), opts: opts,
+		t: t, bin: bin, opts: opts,
 		primaryHTTP: proctest.FreeAddr(t), primaryGRPC: proctest.FreeAddr(t),
 		standbyHTTP: proctest.FreeAddr(t), standbyGRPC: proctest.FreeAddr(t),
 		web1: proctest.FreeAddr(t), web2: proctest.FreeAddr(t),

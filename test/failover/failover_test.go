@@ -215,23 +215,15 @@ func TestKillPrimary(t *testing.T) {
 	}
 	t.Logf("emits during the switch: %d POSTs, %d emitted (%d after the kill, %d deliveries), %d refused with 503; %d repeated ids (a retry on the standby of an emit the primary also delivered; the browser library drops them)",
 		len(posts), ok, afterDeath, emittedTo, refused, rawDups)
-	if !c.feat.idempotent {
-		t.Log("pkg/client has no idempotency keys yet: an emit cut off mid-switch is not retried (at-least-once to the recipients is asserted, not exactly-once across a retry)")
-	}
-
 	after := c.mustPost(t, "after the switch", fleetSize)
 	assertExactlyOnce(t, f, "emit after the switch", after.ID)
 
-	if c.feat.healthcheck {
-		// What the image's HEALTHCHECK runs.
-		if out, err := c.healthcheck(c.primaryHTTP); err == nil {
-			t.Errorf("switchboard healthcheck against the killed primary succeeded (%s); want a failure", out)
-		}
-		if out, err := c.healthcheck(c.standbyHTTP); err != nil {
-			t.Errorf("switchboard healthcheck against the serving standby: %v\n%s", err, out)
-		}
-	} else {
-		t.Log("the switchboard binary has no healthcheck subcommand yet: the Dockerfile's HEALTHCHECK would fail")
+	// What the image's HEALTHCHECK runs.
+	if out, err := c.healthcheck(c.primaryHTTP); err == nil {
+		t.Errorf("switchboard healthcheck against the killed primary succeeded (%s); want a failure", out)
+	}
+	if out, err := c.healthcheck(c.standbyHTTP); err != nil {
+		t.Errorf("switchboard healthcheck against the serving standby: %v\n%s", err, out)
 	}
 }
 
@@ -289,19 +281,6 @@ func TestRestartPrimary(t *testing.T) {
 	}
 	t.Cleanup(func() { stopSampling() })
 
-	if !c.feat.handBack {
-		// Without standby mode the standby keeps its browsers; nginx must
-		// still send every new one to the primary.
-		newcomer := browsersim.Start(t, 1, c.wsURL(), c.origin())
-		waitCount(t, "restarted primary with one new client", primary, 1, waitTimeout)
-		newcomer.Stop()
-		time.Sleep(time.Second)
-		if n := metricCount(c.standbyHTTP); n != fleetSize {
-			t.Errorf("standby (no hand-back in this binary) holds %d browsers; want it to keep %d", n, fleetSize)
-		}
-		t.Skip("the switchboard binary has no SWITCHBOARD_PRIMARY_ADDR (standby mode): hand-back not tested; new connections reach the restarted primary")
-	}
-
 	waitCount(t, "primary after the hand-back", primary, fleetSize, waitTimeout+handBackWindow)
 	waitMetric(t, "standby after the hand-back", c.standbyHTTP, 0, 5*time.Second)
 	back := time.Since(restarted)
@@ -335,15 +314,13 @@ func TestRestartPrimary(t *testing.T) {
 	e := c.mustPost(t, "after the hand-back", fleetSize)
 	assertExactlyOnce(t, f, "emit after the hand-back", e.ID)
 
-	if c.feat.healthcheck {
-		// compose marks a passive standby healthy (alive), and --ready
-		// tells that it takes no browsers.
-		if out, err := c.healthcheck(c.standbyHTTP); err != nil {
-			t.Errorf("switchboard healthcheck against the passive standby: %v\n%s; want success (it is alive)", err, out)
-		}
-		if out, err := c.healthcheck(c.standbyHTTP, "--ready"); err == nil {
-			t.Errorf("switchboard healthcheck --ready against the passive standby succeeded (%s); want a failure", out)
-		}
+	// compose marks a passive standby healthy (alive), and --ready tells
+	// that it takes no browsers.
+	if out, err := c.healthcheck(c.standbyHTTP); err != nil {
+		t.Errorf("switchboard healthcheck against the passive standby: %v\n%s; want success (it is alive)", err, out)
+	}
+	if out, err := c.healthcheck(c.standbyHTTP, "--ready"); err == nil {
+		t.Errorf("switchboard healthcheck --ready against the passive standby succeeded (%s); want a failure", out)
 	}
 }
 
@@ -431,7 +408,7 @@ func TestTerminatePrimary(t *testing.T) {
 	}
 	t.Logf("emits during the drain: %d POSTs, %d emitted, %d refused with 503; slowest POST %v",
 		len(posts), ok, refused, slowest.Round(time.Millisecond))
-	if refused > 0 && c.feat.idempotent {
+	if refused > 0 {
 		t.Errorf("%d of %d emits during a planned drain were refused; want none (pkg/client retries UNAVAILABLE)", refused, len(posts))
 	}
 }
