@@ -65,7 +65,8 @@ func countsToProto(c hub.Counts) []*pairv1.Counts {
 	vs := c.Visitors
 	for first := true; first || len(vs) > 0; first = false {
 		n := min(len(vs), countsVisitors)
-		m := &pairv1.Counts{Total: c.Total, Channels: c.Channels, Solo: c.Solo, VisitorsFull: first && c.VisitorsFull}
+		m := &pairv1.Counts{Total: c.Total, Channels: c.Channels, Solo: c.Solo, VisitorsFull: first && c.VisitorsFull,
+			Visitors: make([]*pairv1.VisitorCount, 0, n)}
 		for _, v := range vs[:n] {
 			m.Visitors = append(m.Visitors, &pairv1.VisitorCount{Channel: v.Channel, Visitor: v.Visitor, Conns: v.Conns})
 		}
@@ -73,6 +74,24 @@ func countsToProto(c hub.Counts) []*pairv1.Counts {
 		out = append(out, m)
 	}
 	return out
+}
+
+// sendCounts sends c with send, in as many messages as its visitors need.
+func sendCounts(c hub.Counts, send func(*pairv1.Counts) error) error {
+	for _, m := range countsToProto(c) {
+		if err := send(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// notify wakes the goroutine that waits on ch, unless a wake is pending.
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
 
 func countsFromProto(node string, c *pairv1.Counts) hub.Counts {

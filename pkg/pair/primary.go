@@ -330,12 +330,7 @@ func (f *follower) setCounts(c hub.Counts) {
 	f.signal()
 }
 
-func (f *follower) signal() {
-	select {
-	case f.wake <- struct{}{}:
-	default:
-	}
-}
+func (f *follower) signal() { notify(f.wake) }
 
 // take returns what is queued for the standby.
 func (f *follower) take() ([]msglog.Entry, *hub.Counts) {
@@ -346,13 +341,9 @@ func (f *follower) take() ([]msglog.Entry, *hub.Counts) {
 	return e, c
 }
 
-// sendCounts sends this node's counts to the standby, in as many
-// messages as its visitors need.
+// sendCounts sends this node's counts to the standby.
 func (ps *primarySession) sendCounts(c hub.Counts) error {
-	for _, m := range countsToProto(c) {
-		if err := ps.stream.Send(&pairv1.FollowResponse{Msg: &pairv1.FollowResponse_Counts{Counts: m}}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return sendCounts(c, func(m *pairv1.Counts) error {
+		return ps.stream.Send(&pairv1.FollowResponse{Msg: &pairv1.FollowResponse_Counts{Counts: m}})
+	})
 }

@@ -296,12 +296,7 @@ func (o *outbox) setCounts(c hub.Counts) {
 	o.signal()
 }
 
-func (o *outbox) signal() {
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
-}
+func (o *outbox) signal() { notify(o.wake) }
 
 // run sends what the outbox holds until ctx ends or a send fails.
 func (o *outbox) run(ctx context.Context, stream pairv1.PairService_FollowClient) error {
@@ -322,10 +317,10 @@ func (o *outbox) run(ctx context.Context, stream pairv1.PairService_FollowClient
 			}
 		}
 		if counts != nil {
-			for _, m := range countsToProto(*counts) {
-				if err := stream.Send(&pairv1.FollowRequest{Msg: &pairv1.FollowRequest_Counts{Counts: m}}); err != nil {
-					return err
-				}
+			if err := sendCounts(*counts, func(m *pairv1.Counts) error {
+				return stream.Send(&pairv1.FollowRequest{Msg: &pairv1.FollowRequest_Counts{Counts: m}})
+			}); err != nil {
+				return err
 			}
 		}
 	}
